@@ -248,11 +248,12 @@ def _atomic_write_bytes(dest: Path, data: bytes) -> None:
 
 
 def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, crop: int = 224,
-                  source: str | None = None) -> dict:
+                  source: str | None = None) -> list[str]:
     """Load ``src_path``, Resize+CenterCrop, write the PNG and its JSON sidecar atomically.
 
     ``source`` (e.g. the download URL) is recorded instead of the local path when given.
-    Returns the JSON record.  The PNG is written before the JSON, so a JSON implies its PNG.
+    Returns the warnings (also in the JSON, key ``warnings``) for the caller to log.  The PNG is
+    written before the JSON, so a JSON implies its PNG.
     """
     src_path, out_png, out_json = Path(src_path), Path(out_png), Path(out_json)
     rgb, load_warnings = load_rgb(src_path)
@@ -276,4 +277,4 @@ def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, cr
     }
     _atomic_write_bytes(out_png, png)
     _atomic_write_bytes(out_json, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
-    return record
+    return list(record["warnings"])

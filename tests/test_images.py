@@ -297,14 +297,16 @@ def test_preprocess_rejects_bad_arguments(rgb):
 def test_prepare_image_writes_png_and_json(tmp_path, sample_path):
     info = resolve_class(PERSIAN)
     out_png, out_json = tmp_path / "out" / "persian_cat.png", tmp_path / "out" / "persian_cat.json"
-    record = prepare_image(sample_path, out_png, out_json, info, 256, 224, source="https://example.org/cat.jpg")
+    warnings = prepare_image(sample_path, out_png, out_json, info, 256, 224, source="https://example.org/cat.jpg")
+    assert warnings == []
     with Image.open(out_png) as im:
         assert im.mode == "RGB" and im.size == (224, 224)
         png = np.asarray(im)
     expected, _ = preprocess(load_rgb(sample_path)[0])
     assert np.array_equal(png, expected)
     meta = json.loads(out_json.read_text())
-    assert meta == record
+    assert set(meta) >= {"source", "source_sha256", "png_sha256", "class_index", "synset", "class_name",
+                         "original_size", "warnings"}
     assert meta["source"] == "https://example.org/cat.jpg"
     assert meta["source_sha256"] == hashlib.sha256(sample_path.read_bytes()).hexdigest()
     assert meta["png_sha256"] == hashlib.sha256(out_png.read_bytes()).hexdigest()
@@ -313,9 +315,19 @@ def test_prepare_image_writes_png_and_json(tmp_path, sample_path):
     assert meta["warnings"] == []
     assert sorted(p.name for p in out_png.parent.iterdir()) == ["persian_cat.json", "persian_cat.png"]
     # deterministic: a rerun gives the same bytes; without source the local path is recorded
-    again = prepare_image(sample_path, out_png, out_json, info, 256, 224)
+    prepare_image(sample_path, out_png, out_json, info, 256, 224)
+    again = json.loads(out_json.read_text())
     assert again["png_sha256"] == meta["png_sha256"]
     assert again["source"] == str(sample_path)
+
+
+def test_prepare_image_returns_and_records_warnings(tmp_path, rgb):
+    src = tmp_path / "tiny_gray.png"
+    Image.fromarray(rgb).convert("L").resize((120, 90)).save(src)
+    warnings = prepare_image(src, tmp_path / "t.png", tmp_path / "t.json", resolve_class(0), 256, 224)
+    assert len(warnings) == 2 and "grayscale" in warnings[0] and "120x90" in warnings[1]
+    meta = json.loads((tmp_path / "t.json").read_text())
+    assert meta["warnings"] == warnings and meta["original_size"] == [120, 90]
 
 
 def test_prepare_image_broken_source_writes_nothing(tmp_path):
