@@ -1,0 +1,79 @@
+"""Config validation and planning shared by the Snakefile and the tests."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import yaml
+
+from .errors import DiffxaiError
+
+METHODS = ("integrated_gradients", "gradient_shap", "occlusion")
+
+
+def _set_defaults(schema: dict, cfg):
+    """Fill JSON-schema defaults recursively (what snakemake.utils.validate(set_default=True) does)."""
+    if not isinstance(cfg, dict) or schema.get("type") != "object":
+        return cfg
+    for key, sub in schema.get("properties", {}).items():
+        if key not in cfg and "default" in sub:
+            cfg[key] = copy.deepcopy(sub["default"])
+        if key in cfg:
+            cfg[key] = _set_defaults(sub, cfg[key])
+    return cfg
+
+
+def validate_config(config: dict, schema_path: str | Path) -> dict:
+    """Validate against the JSON schema; the first error becomes one line naming the key."""
+    import jsonschema
+
+    schema = yaml.safe_load(Path(schema_path).read_text())
+    validator = jsonschema.Draft7Validator(schema)
+    errors = list(validator.iter_errors(config))
+    if errors:
+        err = jsonschema.exceptions.best_match(errors)
+        key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
+        msg = err.message if len(err.message) < 200 else err.message[:200] + "..."
+        raise DiffxaiError(f"config key {key}: {msg}")
+    _set_defaults(schema, config)
+    check_semantics(config)
+    return config
+
+
+def check_semantics(config: dict) -> None:
+    """Cross-key checks a schema cannot express."""
+    noise = config["noise"]
+    T = noise["num_train_timesteps"]
+    if noise.get("timesteps") is not None:
+        bad = [t for t in noise["timesteps"] if t >= T]
+        if bad:
+            raise DiffxaiError(
+                f"config key noise.timesteps: {bad[0]} is not below num_train_timesteps={T}")
+    elif noise["steps"] > T:
+        raise DiffxaiError(f"config key noise.steps: {noise['steps']} is more than num_train_timesteps={T}")
+    if noise["beta_start"] >= noise["beta_end"] and noise["beta_schedule"] in ("linear", "scaled_linear"):
+        raise DiffxaiError("config key noise.beta_start must be below noise.beta_end")
+    img = config["image"]
+    if img["crop"] > img["resize"]:
+        raise DiffxaiError(f"config key image.crop: {img['crop']} is larger than image.resize={img['resize']}")
+    occ = config["attribution"]["occlusion"]
+    for name, val in (("window", occ["window"]), ("stride", occ["stride"])):
+        if val[0] > 3 or max(val[1:]) > img["crop"]:
+            raise DiffxaiError(
+                f"config key attribution.occlusion.{name}: {val} does not fit a 3x{img['crop']}x{img['crop']} image")
+    a = config["attribution"]
+    if a["seeds"] is not None and a["seeds"] > noise["seeds"]:
+        raise DiffxaiError(
+            f"config key attribution.seeds: {a['seeds']} is more than noise.seeds={noise['seeds']}")
+    sg = config["onset"]
+    if sg["savgol_polyorder"] >= sg["savgol_window"]:
+        raise DiffxaiError("config key onset.savgol_polyorder must be below onset.savgol_window")
+
+
+def plan_shards(slugs: list[str], shard_size: int) -> dict[str, list[str]]:
+    """Group classes into jobs. Size 1: one job per class, named by the class slug."""
+    if shard_size <= 1:
+        return {s: [s] for s in slugs}
+    width = max(3, len(str(len(slugs) // shard_size)))
+    return {f"shard{i // shard_size:0{width}d}": slugs[i:i + shard_size]
+            for i in range(0, len(slugs), shard_size)}

@@ -1,0 +1,112 @@
+"""The DDPM forward process along the study's axis (step k: 0 = noisiest ... T-1 = cleanest)."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import torch
+import xarray as xr
+
+from .errors import DiffxaiError
+
+BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
+
+
+def make_scheduler(num_train_timesteps=100, beta_schedule="linear", beta_start=1e-4, beta_end=0.02):
+    from diffusers import DDPMScheduler
+
+    if int(num_train_timesteps) < 2:
+        raise DiffxaiError(f"noise.num_train_timesteps must be >= 2, got {num_train_timesteps}")
+    if beta_schedule not in BETA_SCHEDULES:
+        raise DiffxaiError(f"noise.beta_schedule {beta_schedule!r} is not one of {', '.join(BETA_SCHEDULES)}")
+    return DDPMScheduler(num_train_timesteps=int(num_train_timesteps), beta_schedule=beta_schedule,
+                         beta_start=float(beta_start), beta_end=float(beta_end))
+
+
+def select_steps(num_train_timesteps: int, steps: int | None = None, timesteps=None) -> np.ndarray:
+    """Study indices k to compute, ascending. ``timesteps`` (DDPM t values) overrides ``steps``."""
+    T = int(num_train_timesteps)
+    if timesteps is not None:
+        ts = [int(t) for t in timesteps]
+        if not ts:
+            raise DiffxaiError("noise.timesteps is empty")
+        bad = [t for t in ts if t < 0 or t >= T]
+        if bad:
+            raise DiffxaiError(
+                f"noise.timesteps: {bad[0]} is outside 0..{T - 1} (num_train_timesteps={T})")
+        return np.unique([T - 1 - t for t in ts]).astype(np.int64)
+    if steps is None:
+        steps = T
+    steps = int(steps)
+    if steps < 1:
+        raise DiffxaiError(f"noise.steps must be >= 1, got {steps}")
+    if steps > T:
+        raise DiffxaiError(f"noise.steps={steps} is more than num_train_timesteps={T}")
+    return np.unique(np.round(np.linspace(0, T - 1, steps)).astype(np.int64))
+
+
+def seed_values(n_seeds: int, base_seed: int = 0) -> list[int]:
+    if int(n_seeds) < 1:
+        raise DiffxaiError(f"noise.seeds must be >= 1, got {n_seeds}")
+    return [int(base_seed) + i for i in range(int(n_seeds))]
+
+
+def _generator(*key: int) -> torch.Generator:
+    state = np.random.SeedSequence([int(k) for k in key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+def draw_eps(seed: int, shape, t: int | None = None) -> torch.Tensor:
+    """Standard normal noise for one seed (shared by all steps), or for one (seed, t) pair."""
+    g = _generator(seed) if t is None else _generator(seed, int(t) + 1_000_003)
+    return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
+
+
+def image_to_x0(img_uint8: np.ndarray) -> torch.Tensor:
+    """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1], DDPM's space."""
+    return torch.from_numpy(np.ascontiguousarray(img_uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+
+
+def schedule_coords(alphas_cumprod: np.ndarray, ks: np.ndarray) -> dict:
+    T = len(alphas_cumprod)
+    ts = (T - 1 - ks).astype(np.int64)
+    ab = alphas_cumprod[ts].astype(np.float64)
+    return {
+        "step": ("step", ks.astype(np.int64)),
+        "t": ("step", ts),
+        "alpha_bar": ("step", ab),
+        "log_snr": ("step", np.log(ab / (1.0 - ab))),
+        "sigma": ("step", np.sqrt(1.0 - ab)),
+    }
+
+
+def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared") -> xr.Dataset:
+    """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps for every (seed, k), via diffusers' ``add_noise``."""
+    if mode not in ("shared", "independent"):
+        raise DiffxaiError(f"noise.mode {mode!r} is not 'shared' or 'independent'")
+    ks = np.asarray(ks, dtype=np.int64)
+    ac = scheduler.alphas_cumprod.double().numpy()
+    T = len(ac)
+    ts = torch.as_tensor(T - 1 - ks, dtype=torch.long)
+    out = np.empty((len(seeds), len(ks)) + tuple(x0.shape), dtype=np.float32)
+    for i, s in enumerate(seeds):
+        if mode == "shared":
+            eps = draw_eps(s, x0.shape).expand(len(ks), *x0.shape)
+        else:
+            eps = torch.stack([draw_eps(s, x0.shape, int(t)) for t in ts])
+        xt = scheduler.add_noise(x0.expand(len(ks), *x0.shape), eps, ts)
+        out[i] = xt.numpy()
+    c, h, w = x0.shape
+    coords = schedule_coords(ac, ks)
+    coords.update(seed=("seed", np.asarray(seeds, dtype=np.int64)),
+                  channel=("channel", ["R", "G", "B"][:c]))  # y, x: dims without coords (x is the variable)
+    cfg = scheduler.config
+    schedule = {k: cfg[k] for k in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end")}
+    ds = xr.Dataset(
+        {"x": (("seed", "step", "channel", "y", "x"), out),
+         "x0": (("channel", "y", "x"), x0.numpy().astype(np.float32))},
+        coords=coords,
+        attrs={"schedule": json.dumps(schedule, sort_keys=True), "alphas_cumprod": ac.tolist(),
+               "seeds": [int(s) for s in seeds], "noise_mode": mode},
+    )
+    return ds

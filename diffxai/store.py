@@ -1,0 +1,148 @@
+"""Atomic Zarr stores.
+
+A store is written under a hidden temporary name beside its final path and renamed into place
+only when complete, so a killed job never leaves something that looks finished. Snakemake's
+own incomplete-output tracking is the second line of defence (``--rerun-incomplete``).
+"""
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from pathlib import Path
+
+import numpy as np
+import xarray as xr
+import zarr
+
+from .errors import DiffxaiError
+
+TMP_MARK = ".tmp-"
+
+
+def _tmp_sibling(final: Path) -> Path:
+    return final.parent / f".{final.name}{TMP_MARK}{os.getpid()}-{uuid.uuid4().hex[:8]}"
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    elif path.exists() or path.is_symlink():
+        path.unlink()
+
+
+def clean_stale_temporaries(final: Path) -> None:
+    """Remove temporaries that a killed writer of ``final`` left behind."""
+    final = Path(final)
+    if final.parent.is_dir():
+        for p in final.parent.glob(f".{final.name}{TMP_MARK}*"):
+            _remove(p)
+
+
+def ensure_writable_dir(folder: Path) -> None:
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DiffxaiError(f"cannot create output folder {folder}: {exc.strerror}") from None
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DiffxaiError(f"output folder {folder} is not writable")
+
+
+def _commit(tmp: Path, final: Path) -> None:
+    if final.exists() or final.is_symlink():
+        _remove(final)
+    os.replace(tmp, final)
+
+
+def _begin(final: Path) -> Path:
+    ensure_writable_dir(final.parent)
+    clean_stale_temporaries(final)
+    return _tmp_sibling(final)
+
+
+@contextlib.contextmanager
+def atomic_path(final: str | os.PathLike):
+    """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds."""
+    final = Path(final)
+    tmp = _begin(final)
+    try:
+        yield tmp
+    except BaseException:
+        _remove(tmp)
+        raise
+    _commit(tmp, final)
+
+
+def write_dataset(ds: xr.Dataset, final: str | os.PathLike, encoding: dict | None = None) -> Path:
+    """Write a whole Dataset as a Zarr v3 store, atomically."""
+    with atomic_path(final) as tmp:
+        ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+    return Path(final)
+
+
+def open_store(path: str | os.PathLike) -> xr.Dataset:
+    path = Path(path)
+    if not (path / "zarr.json").is_file():
+        raise DiffxaiError(f"{path} is not a complete Zarr store (no zarr.json)")
+    return xr.open_zarr(path, consolidated=False)
+
+
+def json_attr(value) -> str:
+    """Attributes that are nested structures are stored as JSON strings (portable, no pickle)."""
+    return json.dumps(value, sort_keys=True)
+
+
+class StreamingStore:
+    """Create a store whose big variable is filled region by region (results stream in).
+
+    ``skeleton`` holds the coordinates and attrs (and any small variables); ``name`` is created
+    with ``shape``/``chunks``/``dims``, filled with NaN until written. Use as a context manager: on
+    success the store is renamed into place; on error the temporary is removed.
+    """
+
+    def __init__(self, final, skeleton: xr.Dataset, name: str, dims, shape, chunks, dtype="float32"):
+        self.final = Path(final)
+        self.skeleton, self.name = skeleton, name
+        self.dims, self.shape, self.chunks, self.dtype = list(dims), tuple(shape), tuple(chunks), dtype
+        self._ctx = None
+        self.array = None
+        self.group = None
+
+    def __enter__(self):
+        self.tmp = _begin(self.final)
+        try:
+            self.skeleton.to_zarr(self.tmp, mode="w", zarr_format=3, consolidated=False)
+            self.group = zarr.open_group(self.tmp, mode="r+")
+            self.array = self.group.create_array(
+                self.name, shape=self.shape, chunks=self.chunks, dtype=self.dtype,
+                fill_value=np.nan, dimension_names=self.dims)
+        except BaseException:
+            _remove(self.tmp)
+            raise
+        self.written = np.zeros(self.shape[:-2], dtype=bool)
+        return self
+
+    def write(self, index: tuple, values) -> None:
+        """Write ``values`` at ``index`` (a tuple of ints/slices over the leading dims)."""
+        values = np.asarray(values, dtype=self.dtype)
+        if not np.isfinite(values).all():
+            raise DiffxaiError(
+                f"{self.name} for {self.final.name} at {index} contains NaN or Inf; refusing to write it")
+        self.array[index] = values
+        self.written[index] = True
+
+    def set_attrs(self, **attrs) -> None:
+        self.group.attrs.update(attrs)
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            _remove(self.tmp)
+            return False
+        if not self.written.all():
+            _remove(self.tmp)
+            raise DiffxaiError(f"{self.final}: {int((~self.written).sum())} entries were never written")
+        _commit(self.tmp, self.final)
+        return False

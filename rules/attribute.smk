@@ -1,0 +1,35 @@
+# One GPU rule per attribution method (and shard of classes). On a workstation with N GPUs,
+# `--resources gpu=N` runs N of these at once; each job claims its own device (diffxai.gpu).
+for _method in config["methods"]:
+    for _shard, _members in SHARDS.items():
+
+        rule:
+            name:
+                f"attribute_{_method}_{_shard}"
+            input:
+                noised=[noised_store(s) for s in _members],
+            output:
+                attributions=[directory(attribution_store(_method, s)) for s in _members],
+            params:
+                method=_method,
+                settings=config["attribution"][_method],
+                classes=class_params(_members),
+                classifier=config["classifier"],
+                seeds=config["attribution"]["seeds"],
+                target=config["attribution"]["target"],
+                output=config["attribution"]["output"],
+                device=config["attribution"]["device"],
+                precision=config["attribution"]["precision"],
+                batch_size=config["attribution"]["batch_size"],
+                compile=config["attribution"]["compile"],
+            log:
+                f"results/logs/attribute_{_method}/{_shard}.log",
+            benchmark:
+                f"results/benchmarks/attribute_{_method}/{_shard}.tsv"
+            conda:
+                ENV
+            resources:
+                gpu=1,
+                **GPU_RES,
+            script:
+                "../scripts/attribute.py"

@@ -1,0 +1,61 @@
+# Shared setup: config validation, class resolution, sharding, paths.
+import sys
+from pathlib import Path
+
+from snakemake.exceptions import WorkflowError
+
+sys.path.insert(0, str(Path(workflow.basedir)))  # the diffxai package beside this Snakefile
+
+from diffxai.config import METHODS, plan_shards, validate_config
+from diffxai.errors import DiffxaiError
+
+try:
+    validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    from diffxai.classes import resolve_classes
+
+    CLASSES = resolve_classes(config["classes"])
+except DiffxaiError as exc:
+    raise WorkflowError(f"diffxai: {exc}") from None
+
+CLASS = {c.slug: c for c in CLASSES}
+SLUGS = [c.slug for c in CLASSES]
+SHARDS = plan_shards(SLUGS, config["shard_size"])
+ENV = "../envs/diffxai.yaml"
+CPU_RES = dict(config["resources"]["cpu"])
+GPU_RES = dict(config["resources"]["gpu"])
+
+
+def class_params(slugs):
+    """Plain, hashable class descriptions for params (so a class change reruns the job)."""
+    return [
+        {"slug": s, "index": CLASS[s].index, "synset": CLASS[s].synset, "name": CLASS[s].name}
+        for s in slugs
+    ]
+
+
+def image_png(slug):
+    return f"resources/images/{slug}.png"
+
+
+def noised_store(slug):
+    return f"results/noised/{slug}.zarr"
+
+
+def probs_store(slug):
+    return f"results/probs/{slug}.zarr"
+
+
+def attribution_store(method, slug):
+    return f"results/attributions/{method}/{slug}.zarr"
+
+
+def figure(name):
+    return f"results/figures/{name}.png"
+
+
+def all_outputs():
+    out = ["results/onset.csv", "results/onset_seeds.csv", figure("softmax_curves"), "results/report.md"]
+    out += [figure(f"{m}_grid") for m in config["methods"]]
+    out += [figure(f"onset_{s}") for s in SLUGS]
+    out += ["results/summary/onset_by_category.csv"]
+    return out
