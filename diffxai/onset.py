@@ -17,7 +17,8 @@ Curves that cannot give an answer get NaN and a flag, never an exception:
 step >= threshold, or fitted midpoint before the first step), ``fit_failed``, ``never_crosses``
 (threshold never reached), ``too_few_points``, ``nan_dropped``. Informational flags keep the value:
 ``onset_before_first_step`` (extrapolated 21 % point), ``midpoint_after_last_step`` (the plateau is
-extrapolated), ``poor_fit`` (R^2 < 0.5). Flags are joined with ";"; "ok" when there are none.
+extrapolated), ``poor_fit`` (R^2 < 0.5). Per class also ``single_seed`` (CI NaN), ``ci_few_seeds`` (2-3 seeds: few
+distinct resamples), ``ci_partial``/``ci_unavailable`` (some/most resamples NaN). Flags are joined with ";"; "ok" when there are none.
 
 Per class, point estimates come from the seed-mean curve; the 95 % CI is a percentile bootstrap over
 seeds (resample seeds with replacement, refit the mean curve), memoised on the multiset of seeds.
@@ -353,7 +354,9 @@ def onset_tables(curves: Mapping[str, tuple[Sequence, Any, Sequence]],
         cis = {b: (np.nan, np.nan) for b in boot_keys}
         if S < 2:
             flags.append("single_seed")
-        elif n_boot > 0:
+        elif S < 4:
+            flags.append("ci_few_seeds")  # 2 seeds: 3 distinct resamples; the CI is only a range
+        if S >= 2 and n_boot > 0:
             rng = np.random.default_rng([rng_seed, ci_idx])
             draws = np.sort(rng.integers(0, S, size=(int(n_boot), S)), axis=1)
             vals = {b: np.empty(len(draws)) for b in boot_keys}
