@@ -187,3 +187,73 @@ def test_figures_from_zarr_stores(tmp_path, data):
     _check(fg.softmax_curves(pz, onset, tmp_path / "sc.png", dpi=DPI), fg.SOFTMAX_FIGSIZE)
     _check(fg.method_grid("integrated_gradients", nz, az, [0, 40, 99], tmp_path / "g.png", dpi=DPI),
            fg.grid_figsize(2, 3))
+
+
+# --------------------------------------------------------------------------- aggregate (1000 classes)
+def _synthetic_onsets(n=1000, seed=0):
+    from diffxai.aggregate import load_class_table_df
+
+    table = load_class_table_df()
+    rng = np.random.default_rng(seed)
+    shift = {"animal": 40.0, "artifact": 50.0, "food": 45.0, "geological": 35.0, "person": 60.0,
+             "plant_fungus": 42.0}
+    onset = np.array([shift[c] for c in table["category"]]) + rng.normal(0, 5, len(table))
+    onset[rng.choice(len(table), 37, replace=False)] = np.nan
+    df = pd.DataFrame({"cls": table["slug"], "class_index": table["index"], "synset": table["synset"],
+                       "name": table["name"], "onset": onset, "onset_lo": onset - 2,
+                       "onset_hi": onset + 2, "p_clean": 0.9, "flags": "ok"})
+    return df.iloc[:n], table
+
+
+def test_summarise_1000_classes(tmp_path):
+    from diffxai import aggregate as ag
+
+    df, table = _synthetic_onsets()
+    paths = ag.summarise(df, table, tmp_path / "summary", dpi=DPI)
+    assert set(paths) == {"onset_histogram.png", "onset_histogram.pdf", "onset_by_category.csv",
+                          "onset_by_category.png", "onset_by_category.pdf", "onset_extremes.csv"}
+    _check((paths["onset_histogram.png"], paths["onset_histogram.pdf"]), fg.SUMMARY_FIGSIZE)
+    _check((paths["onset_by_category.png"], paths["onset_by_category.pdf"]), fg.SUMMARY_FIGSIZE)
+    cat = pd.read_csv(paths["onset_by_category.csv"])
+    assert list(cat.columns) == ag.CATEGORY_COLUMNS
+    assert list(cat["category"]) == list(ag.CATEGORIES)
+    assert cat["count"].sum() == 1000 and cat["n_valid"].sum() == 1000 - 37
+    ref = table.assign(onset=df["onset"].to_numpy())
+    art = ref[ref.category == "artifact"]["onset"].dropna()
+    row = cat.set_index("category").loc["artifact"]
+    assert row["count"] == (table.category == "artifact").sum()
+    assert row["median"] == pytest.approx(art.median())
+    assert row["iqr"] == pytest.approx(art.quantile(0.75) - art.quantile(0.25))
+    ext = pd.read_csv(paths["onset_extremes.csv"])
+    assert list(ext.columns) == ag.EXTREME_COLUMNS
+    early, late = ext[ext.extreme == "earliest"], ext[ext.extreme == "latest"]
+    assert len(early) == len(late) == 10
+    valid = df["onset"].dropna().sort_values()
+    np.testing.assert_allclose(early["onset"], valid.iloc[:10])
+    np.testing.assert_allclose(late["onset"], valid.iloc[::-1].iloc[:10])
+    assert early["rank"].tolist() == list(range(1, 11))
+    assert early["category"].notna().all()
+
+
+def test_summarise_small_and_degenerate(tmp_path):
+    from diffxai import aggregate as ag
+
+    df, table = _synthetic_onsets()
+    few = df.iloc[[0, 400, 999]].copy()
+    few.loc[few.index[1], "onset"] = np.nan
+    paths = ag.summarise(few, None, tmp_path / "few", dpi=DPI)  # None: packaged class table
+    cat = pd.read_csv(paths["onset_by_category.csv"]).set_index("category")
+    assert cat["count"].sum() == 3 and cat.loc["food", "count"] == 0
+    assert np.isnan(cat.loc["food", "median"])
+    assert len(pd.read_csv(paths["onset_extremes.csv"])) == 4  # 2 valid, both earliest and latest
+    # all NaN, and a class the table does not know (by synset only)
+    nan = pd.DataFrame({"cls": ["a", "b"], "synset": ["n02129604", "n99999999"],
+                        "onset": [np.nan, np.nan]})
+    paths = ag.summarise(nan, table, tmp_path / "nan", dpi=DPI)
+    cat = pd.read_csv(paths["onset_by_category.csv"]).set_index("category")
+    assert cat.loc["unknown", "count"] == 1 and cat.loc["animal", "count"] == 1
+    assert cat["n_valid"].sum() == 0
+    assert pd.read_csv(paths["onset_extremes.csv"]).empty
+    _check((paths["onset_histogram.png"], paths["onset_histogram.pdf"]), fg.SUMMARY_FIGSIZE)
+    with pytest.raises(DiffxaiError, match="midpoint"):
+        ag.summarise(nan, table, tmp_path / "x", value="midpoint")
