@@ -17,8 +17,9 @@ Curves that cannot give an answer get NaN and a flag, never an exception:
 step >= threshold, or fitted midpoint before the first step), ``fit_failed``, ``never_crosses``
 (threshold never reached), ``too_few_points``, ``nan_dropped``. Informational flags keep the value:
 ``onset_before_first_step`` (extrapolated 21 % point), ``midpoint_after_last_step`` (the plateau is
-extrapolated), ``poor_fit`` (R^2 < 0.5). Per class also ``single_seed`` (CI NaN), ``ci_few_seeds`` (2-3 seeds: few
-distinct resamples), ``ci_partial``/``ci_unavailable`` (some/most resamples NaN). Flags are joined with ";"; "ok" when there are none.
+extrapolated), ``poor_fit`` (R^2 < 0.5). Per class also ``single_seed`` (CI NaN),
+``ci_few_seeds`` (2-3 seeds: few distinct resamples), ``ci_partial``/``ci_unavailable`` (some/most
+resamples NaN). Flags are joined with ";"; "ok" when there are none.
 
 Per class, point estimates come from the seed-mean curve; the 95 % CI is a percentile bootstrap over
 seeds (resample seeds with replacement, refit the mean curve), memoised on the multiset of seeds.
