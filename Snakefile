@@ -5,12 +5,15 @@
 #   snakemake --cores all --configfile config/paper.yaml   # the study's full settings (GPU)
 #
 # DAG: fetch_image -> noise -> classify -> attribute_<method> -> onset -> figures -> report
+import os
+
 from snakemake.utils import min_version
 
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# the preview defaults; --configfile FILE and --config KEY=VALUE extend (deep-merge) them
+configfile: os.path.join(workflow.basedir, "config", "config.yaml")
 
 
 include: "rules/common.smk"

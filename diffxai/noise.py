@@ -64,7 +64,7 @@ def draw_eps(seed: int, shape, t: int | None = None) -> torch.Tensor:
 
 def image_to_x0(img_uint8: np.ndarray) -> torch.Tensor:
     """(H, W, 3) uint8 -> (3, H, W) float32 in [-1, 1], DDPM's space."""
-    return torch.from_numpy(np.ascontiguousarray(img_uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
+    return torch.tensor(np.asarray(img_uint8)).permute(2, 0, 1).float().div(127.5).sub(1.0)
 
 
 def schedule_coords(alphas_cumprod: np.ndarray, ks: np.ndarray) -> dict:

@@ -1,0 +1,92 @@
+"""Config validation: defaults, and a one-line error naming the key for every bad value."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from diffxai.config import plan_shards, validate_config
+from diffxai.errors import DiffxaiError
+
+from conftest import REPO, SHARED, SNAKEMAKE
+
+SCHEMA = REPO / "config" / "schema.yaml"
+BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+
+
+def _cfg(**patch):
+    cfg = copy.deepcopy(BASE)
+    for dotted, value in patch.items():
+        node = cfg
+        *parents, leaf = dotted.split("__")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    return cfg
+
+
+def test_defaults_fill_a_minimal_config():
+    cfg = validate_config({"classes": ["tiger"]}, SCHEMA)
+    assert cfg["noise"]["num_train_timesteps"] == 100 and cfg["noise"]["beta_schedule"] == "linear"
+    assert cfg["attribution"]["occlusion"]["window"] == [3, 15, 15]
+    assert cfg["onset"]["threshold"] == 0.5
+    assert cfg["classifier"] == "efficientnet_lite0"
+
+
+def test_shipped_configs_are_valid():
+    for name in ("config.yaml", "paper.yaml", "imagenet1k.yaml"):
+        path = REPO / "config" / name
+        if path.exists():
+            merged = copy.deepcopy(BASE)
+            merged.update(yaml.safe_load(path.read_text()))
+            validate_config(merged, SCHEMA)
+
+
+@pytest.mark.parametrize("patch, culprit", [
+    (dict(noise__seeds=0), "noise.seeds"),
+    (dict(noise__seeds=-2), "noise.seeds"),
+    (dict(noise__steps=0), "noise.steps"),
+    (dict(noise__steps=-5), "noise.steps"),
+    (dict(noise__timesteps=[5, 100]), "noise.timesteps"),
+    (dict(noise__timesteps=[-1]), "noise.timesteps"),
+    (dict(noise__steps=500), "noise.steps"),
+    (dict(methods=["integrated_gradients", "lime"]), "methods"),
+    (dict(methods=[]), "methods"),
+    (dict(noise__beta_schedule="cosine"), "noise.beta_schedule"),
+    (dict(onset__threshold=1.5), "onset.threshold"),
+    (dict(attribution__precision="fp8"), "attribution.precision"),
+    (dict(attribution__occlusion={"window": [3, 300, 300], "stride": [3, 8, 8]}), "attribution.occlusion.window"),
+    (dict(attribution__seeds=9), "attribution.seeds"),
+    (dict(noise__typo_key=1), "noise"),
+    (dict(classes="some"), "classes"),
+    (dict(image__crop=300), "image.crop"),
+])
+def test_bad_values_name_the_key(patch, culprit):
+    with pytest.raises(DiffxaiError) as e:
+        validate_config(_cfg(**patch), SCHEMA)
+    msg = str(e.value)
+    assert culprit in msg and "\n" not in msg, msg
+
+
+def test_shards():
+    assert plan_shards(["a", "b"], 1) == {"a": ["a"], "b": ["b"]}
+    shards = plan_shards([f"c{i}" for i in range(1000)], 50)
+    assert len(shards) == 20 and sum(map(len, shards.values())) == 1000
+    assert list(shards)[0] == "shard000"
+
+
+@pytest.mark.parametrize("override, culprit", [
+    ("noise={'seeds': 0}", "noise.seeds"),
+    ("classes=['persain cat']", "Persian cat"),
+    ("classes=['crane']", "n02012849"),
+    ("classes=['tiger','n02129604']", "tiger"),
+    ("methods=['occlusion','deeplift']", "methods"),
+])
+def test_snakemake_reports_bad_config_in_one_line(tmp_path, override, culprit):
+    res = subprocess.run([SNAKEMAKE, "-n", "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                          "--config", override], capture_output=True, text=True, timeout=120)
+    assert res.returncode != 0
+    lines = [l for l in (res.stdout + res.stderr).splitlines() if "diffxai:" in l]
+    assert lines and culprit in lines[0], res.stdout + res.stderr

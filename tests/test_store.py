@@ -1,0 +1,113 @@
+"""Atomic stores: nothing half-written ever sits at the final path."""
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from diffxai.errors import DiffxaiError
+from diffxai.store import StreamingStore, atomic_path, open_store, write_dataset
+
+
+def _skeleton(S=2, K=3):
+    return xr.Dataset(coords={"seed": np.arange(S), "step": np.arange(K)}, attrs={"seeds": list(range(S))})
+
+
+def test_write_dataset_roundtrip(tmp_path):
+    ds = _skeleton().assign(p=(("seed", "step"), np.ones((2, 3), np.float32)))
+    write_dataset(ds, tmp_path / "a.zarr")
+    back = open_store(tmp_path / "a.zarr")
+    np.testing.assert_array_equal(back["p"].values, 1)
+    assert back.attrs["seeds"] == [0, 1]
+    assert [p.name for p in tmp_path.iterdir()] == ["a.zarr"]
+
+
+def test_streaming_store_complete(tmp_path):
+    final = tmp_path / "s.zarr"
+    with StreamingStore(final, _skeleton(), "a", ("seed", "step", "y", "x"), (2, 3, 4, 4), (1, 3, 4, 4)) as st:
+        assert not final.exists(), "the final path appears only once complete"
+        for s in range(2):
+            st.write((s, slice(0, 3)), np.full((3, 4, 4), s, np.float32))
+        st.set_attrs(method="m")
+    ds = open_store(final)
+    assert ds["a"].dims == ("seed", "step", "y", "x")
+    assert ds["a"].values[1].min() == 1 and ds.attrs["method"] == "m"
+
+
+def test_streaming_store_incomplete_or_failing_leaves_nothing(tmp_path):
+    final = tmp_path / "s.zarr"
+    with pytest.raises(DiffxaiError, match="never written"):
+        with StreamingStore(final, _skeleton(), "a", ("seed", "step", "y", "x"), (2, 3, 4, 4), (1, 3, 4, 4)) as st:
+            st.write((0, slice(0, 3)), np.zeros((3, 4, 4), np.float32))
+    with pytest.raises(RuntimeError):
+        with StreamingStore(final, _skeleton(), "a", ("seed", "step", "y", "x"), (2, 3, 4, 4), (1, 3, 4, 4)):
+            raise RuntimeError("boom")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_nan_or_inf_is_never_written(tmp_path, bad):
+    final = tmp_path / "s.zarr"
+    vals = np.zeros((3, 4, 4), np.float32)
+    vals[1, 2, 3] = bad
+    with pytest.raises(DiffxaiError, match="NaN or Inf"):
+        with StreamingStore(final, _skeleton(), "a", ("seed", "step", "y", "x"), (2, 3, 4, 4), (1, 3, 4, 4)) as st:
+            st.write((0, slice(0, 3)), vals)
+    assert not final.exists()
+
+
+def test_kill_9_mid_write_leaves_no_final_store_and_rerun_cleans_up(tmp_path):
+    final = tmp_path / "s.zarr"
+    code = textwrap.dedent(f"""
+        import os, time, numpy as np, xarray as xr
+        from diffxai.store import StreamingStore
+        sk = xr.Dataset(coords={{"seed": [0], "step": [0, 1]}})
+        with StreamingStore({str(final)!r}, sk, "a", ("seed", "step", "y", "x"), (1, 2, 4, 4), (1, 1, 4, 4)) as st:
+            st.write((0, slice(0, 1)), np.zeros((1, 4, 4), np.float32))
+            print("half", flush=True)
+            time.sleep(60)
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "half"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert not final.exists()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert len(leftovers) == 1 and leftovers[0].startswith(".s.zarr.tmp-")
+    with atomic_path(final) as tmp:
+        os.makedirs(tmp)
+    assert [p.name for p in tmp_path.iterdir()] == ["s.zarr"], "a rerun removes stale temporaries"
+
+
+def test_open_store_refuses_incomplete(tmp_path):
+    (tmp_path / "x.zarr").mkdir()
+    with pytest.raises(DiffxaiError, match="x.zarr"):
+        open_store(tmp_path / "x.zarr")
+
+
+def test_unwritable_results_folder(tmp_path):
+    # root can write through chmod 500, so block the folder in ways that stop root too
+    blocker = tmp_path / "results"
+    blocker.write_text("a file where the results folder should be")
+    with pytest.raises(DiffxaiError, match="results") as e:
+        write_dataset(_skeleton(), blocker / "noised" / "a.zarr")
+    assert "\n" not in str(e.value)
+    with pytest.raises(DiffxaiError, match="/proc"):
+        write_dataset(_skeleton(), "/proc/diffxai-results/a.zarr")
+
+
+def test_unwritable_results_folder_by_permissions(tmp_path):
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("root ignores permission bits; covered by test_unwritable_results_folder")
+        with pytest.raises(DiffxaiError, match="not writable"):
+            write_dataset(_skeleton(), ro / "a.zarr")
+    finally:
+        ro.chmod(0o700)
