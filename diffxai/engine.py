@@ -1,0 +1,702 @@
+"""One batched attribution engine for Integrated Gradients, GradientSHAP and Occlusion.
+
+Each method is a small *expansion*: a map (one input x, one target class) expands into E model
+evaluations (IG: ``n_steps`` interpolation points; GradientSHAP: ``n_samples`` noisy points on the
+path from a baseline; Occlusion: one unoccluded forward + one forward per window position). The
+engine enumerates the (map, expansion-index) pairs of ALL maps of a call in order, packs them into
+device batches of one fixed size (the last one padded), runs forward (+ backward w.r.t. the input
+for the gradient methods), turns every evaluation into its contribution and accumulates it per map
+with ``index_add_``. A map is finished, checked for NaN/Inf, channel-summed and handed to
+``on_result`` as soon as its last evaluation is done, so a caller can stream results to disk.
+
+The numbers reproduce Captum 0.9 (``IntegratedGradients``, ``GradientShap``, ``Occlusion``) called
+on one map at a time, up to float32 rounding: the interpolation points and weights come from
+Captum's own ``approximation_parameters``, GradientSHAP's draws follow Captum's formulas
+(``x_noisy = x + eps``, ``point = a*x_noisy + (1-a)*b``, attribution ``(x_noisy - b) * grad``, mean
+over samples), and the Occlusion masks are built per window position exactly as Captum's
+``Occlusion._occlusion_mask`` (shift counts ``ceil((dim - window)/stride) + 1``, the last window
+cropped at the border), attribution ``sum_p (f(x) - f(x_p)) * mask_p / sum_p mask_p``.
+"""
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+import weakref
+from dataclasses import dataclass, field, asdict
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .errors import DiffxaiError
+
+METHODS = ("integrated_gradients", "gradient_shap", "occlusion")
+
+# --------------------------------------------------------------------------------------------
+# test / benchmark hooks (module level so the public signature stays as documented)
+# --------------------------------------------------------------------------------------------
+#: called with the (padded) batch size right before each device batch; a test sets it to a
+#: function that raises ``torch.cuda.OutOfMemoryError`` to exercise the back-off.
+_oom_hook: Callable[[int], None] | None = None
+#: statistics of the most recent ``attribute`` call (batch size used, batches, padding, OOM
+#: halvings, compile seconds, ...); read by the benchmark and the tests.
+last_run_stats: dict[str, Any] = {}
+#: CPU default batch sizes (images per device batch), measured on a 2-core CPU with
+#: EfficientNet-Lite0 at 224 px: throughput is flat from ~16 on, memory is not (73 MB of
+#: activations per image and pass); see bench/RESULTS.md.
+CPU_BATCH_GRAD = 32
+CPU_BATCH_NOGRAD = 64
+#: use channels_last on CUDA (never on the CPU: with depthwise convs it was 3x slower there).
+CUDA_CHANNELS_LAST = True
+#: fold eval-mode BatchNorm into the preceding conv. Exact up to rounding, but EfficientNet-Lite0's
+#: input gradient is piecewise constant (ReLU6 kinks): rounding-level changes of the forward pass
+#: flip kinks and move single gradients by 1e-3..1e-2 (measured on the CPU, real noised images),
+#: so folding breaks the 1e-4 equivalence with Captum; off unless the benchmark shows it pays.
+FOLD_BN = {"cpu": False, "cuda": False}
+#: torch.compile mode used by ``compile=True``.
+COMPILE_MODE: str | None = "max-autotune-no-cudagraphs"
+
+
+# --------------------------------------------------------------------------------------------
+# method specification
+# --------------------------------------------------------------------------------------------
+_IG_KEYS = {"n_steps", "method", "multiply_by_inputs"}
+_GS_KEYS = {"n_samples", "stdevs", "baselines", "baseline_distribution", "n_baselines",
+            "multiply_by_inputs"}
+_OCC_KEYS = {"window", "sliding_window_shapes", "stride", "strides", "baseline", "baselines"}
+
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """An attribution method and its settings; build it with :func:`method_spec`.
+
+    Only the fields of ``name`` matter; :meth:`settings` returns them as a JSON-able dict.
+    """
+
+    name: str
+    # Integrated Gradients
+    n_steps: int = 50
+    method: str = "gausslegendre"
+    multiply_by_inputs: bool = True
+    # GradientSHAP
+    n_samples: int = 5
+    stdevs: float = 0.0
+    baselines: str = "zero"  # "zero": one all-zero baseline; "uniform": n_baselines U(-1,1) draws
+    n_baselines: int = 1
+    # Occlusion
+    window: tuple[int, int, int] = (3, 15, 15)
+    stride: tuple[int, int, int] = (3, 8, 8)
+    baseline: float = 0.0
+
+    def settings(self) -> dict:
+        d = asdict(self)
+        if self.name == "integrated_gradients":
+            keys = ("n_steps", "method", "multiply_by_inputs")
+        elif self.name == "gradient_shap":
+            keys = ("n_samples", "stdevs", "baselines", "n_baselines", "multiply_by_inputs")
+        else:
+            keys = ("window", "stride", "baseline")
+        return {k: (list(d[k]) if isinstance(d[k], tuple) else d[k]) for k in keys}
+
+    def evals_per_map(self, shape: Sequence[int] = (3, 224, 224)) -> int:
+        """Model evaluations one map costs (Occlusion: 1 + number of window positions)."""
+        return _make_expansion(self, tuple(shape), "cpu").n
+
+
+def _int3(name: str, key: str, v) -> tuple[int, int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        v = (3, v, v) if key.startswith("window") or key.startswith("sliding") else (3, v, v)
+    try:
+        t = tuple(int(a) for a in v)
+        ok = len(t) == 3 and all(a >= 1 for a in t) and all(float(a) == float(b) for a, b in zip(t, v))
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise DiffxaiError(f"attribution method {name!r}: {key} must be 3 positive integers [c, h, w], got {v!r}")
+    return t  # type: ignore[return-value]
+
+
+def method_spec(name: str, settings: dict | None = None) -> MethodSpec:
+    """Validate ``settings`` for method ``name`` and return a :class:`MethodSpec`.
+
+    IG: ``n_steps``, ``method`` (any Captum approximation method, default ``gausslegendre``),
+    ``multiply_by_inputs``. GradientSHAP: ``n_samples``, ``stdevs``, ``baselines`` ("zero" |
+    "uniform"), ``n_baselines`` (uniform only), ``multiply_by_inputs``. Occlusion: ``window``
+    [c,h,w] (default (3,15,15)), ``stride`` [c,h,w] (default (3,8,8)), ``baseline`` (0.0).
+    """
+    settings = dict(settings or {})
+    if name not in METHODS:
+        raise DiffxaiError(f"unknown attribution method {name!r}; choose one of {', '.join(METHODS)}")
+    allowed = {"integrated_gradients": _IG_KEYS, "gradient_shap": _GS_KEYS, "occlusion": _OCC_KEYS}[name]
+    unknown = sorted(set(settings) - allowed)
+    if unknown:
+        raise DiffxaiError(
+            f"attribution method {name!r}: unknown setting {unknown[0]!r}; allowed: {', '.join(sorted(allowed))}")
+
+    def _pos_int(key, default):
+        v = settings.get(key, default)
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+            raise DiffxaiError(f"attribution method {name!r}: {key} must be a positive integer, got {v!r}")
+        return int(v)
+
+    def _bool(key, default):
+        v = settings.get(key, default)
+        if not isinstance(v, (bool, np.bool_)):
+            raise DiffxaiError(f"attribution method {name!r}: {key} must be true or false, got {v!r}")
+        return bool(v)
+
+    if name == "integrated_gradients":
+        from captum.attr._utils.approximation_methods import SUPPORTED_METHODS
+
+        method = settings.get("method", "gausslegendre")
+        if method not in SUPPORTED_METHODS:
+            raise DiffxaiError(f"attribution method {name!r}: method {method!r} is not one of "
+                               f"{', '.join(SUPPORTED_METHODS)}")
+        n_steps = _pos_int("n_steps", 50)
+        if method != "gausslegendre" and n_steps < 2:
+            raise DiffxaiError(f"attribution method {name!r}: {method} needs n_steps >= 2")
+        return MethodSpec(name, n_steps=n_steps, method=method,
+                          multiply_by_inputs=_bool("multiply_by_inputs", True))
+    if name == "gradient_shap":
+        if "baselines" in settings and "baseline_distribution" in settings:
+            raise DiffxaiError(f"attribution method {name!r}: give baselines or baseline_distribution, not both")
+        dist = settings.get("baselines", settings.get("baseline_distribution", "zero"))
+        if dist not in ("zero", "uniform"):
+            raise DiffxaiError(f"attribution method {name!r}: baselines must be 'zero' or 'uniform', got {dist!r}")
+        n_b = _pos_int("n_baselines", 1 if dist == "zero" else 16)
+        if dist == "zero" and n_b != 1:
+            raise DiffxaiError(f"attribution method {name!r}: baselines 'zero' is a single baseline; "
+                               f"n_baselines must be 1, got {n_b}")
+        stdevs = settings.get("stdevs", 0.0)
+        if isinstance(stdevs, bool) or not isinstance(stdevs, (int, float)) or not math.isfinite(stdevs) or stdevs < 0:
+            raise DiffxaiError(f"attribution method {name!r}: stdevs must be a float >= 0, got {stdevs!r}")
+        return MethodSpec(name, n_samples=_pos_int("n_samples", 5), stdevs=float(stdevs), baselines=dist,
+                          n_baselines=n_b, multiply_by_inputs=_bool("multiply_by_inputs", True))
+    # occlusion
+    for a, b in (("window", "sliding_window_shapes"), ("stride", "strides"), ("baseline", "baselines")):
+        if a in settings and b in settings:
+            raise DiffxaiError(f"attribution method {name!r}: give {a} or {b}, not both")
+    wkey = "window" if "window" in settings else "sliding_window_shapes"
+    skey = "stride" if "stride" in settings else "strides"
+    window = _int3(name, wkey, settings.get(wkey, (3, 15, 15)))
+    stride = _int3(name, skey, settings.get(skey, (3, 8, 8)))
+    base = settings.get("baseline", settings.get("baselines", 0.0))
+    if isinstance(base, bool) or not isinstance(base, (int, float)) or not math.isfinite(base):
+        raise DiffxaiError(f"attribution method {name!r}: baseline must be a number, got {base!r}")
+    return MethodSpec(name, window=window, stride=stride, baseline=float(base))
+
+
+# --------------------------------------------------------------------------------------------
+# expansions: how one map turns into E evaluations and how they combine
+# --------------------------------------------------------------------------------------------
+class _MapState:
+    """Per-map tensors on the device while the map is in flight."""
+
+    __slots__ = ("x", "target", "noise", "bidx", "alpha", "bases", "f0")
+
+
+class _Expansion:
+    n: int  # evaluations per map
+    grad: bool  # needs d output / d input
+
+    def begin(self, st: _MapState, i: int, key: int | None, draw: dict | None) -> None:
+        """Fill per-map state (draws) for map i."""
+
+    def points(self, st: _MapState, idx: torch.Tensor) -> tuple[torch.Tensor, Any]:
+        """Model inputs for expansion indices ``idx`` of one map, plus auxiliary data."""
+        raise NotImplementedError
+
+    def contrib(self, st: _MapState, idx: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None,
+                aux: Any) -> torch.Tensor:
+        """Per-evaluation contributions (len(idx), C, H, W) to the map's accumulator."""
+        raise NotImplementedError
+
+    def finish(self, st: _MapState, acc: torch.Tensor) -> torch.Tensor:
+        """The (C, H, W) attribution from the accumulated contributions."""
+        raise NotImplementedError
+
+
+class _IG(_Expansion):
+    grad = True
+
+    def __init__(self, spec: MethodSpec, device):
+        # Captum's own quadrature: import, don't re-derive
+        from captum.attr._utils.approximation_methods import approximation_parameters
+
+        step_sizes_func, alphas_func = approximation_parameters(spec.method)
+        self.n = spec.n_steps
+        # Captum: baseline + alpha * (input - baseline) with python-float alphas; step sizes as
+        # torch.tensor(step_sizes).float()
+        self.alphas = torch.tensor(alphas_func(spec.n_steps), dtype=torch.float64).to(device)
+        self.weights = torch.tensor(step_sizes_func(spec.n_steps)).float().to(device)
+        self.mul = spec.multiply_by_inputs
+
+    def points(self, st, idx):
+        a = self.alphas[idx].to(st.x.dtype).view(-1, 1, 1, 1)
+        return a * st.x.unsqueeze(0), None  # baseline 0: 0 + a * (x - 0)
+
+    def contrib(self, st, idx, y, g, aux):
+        return g * self.weights[idx].view(-1, 1, 1, 1)
+
+    def finish(self, st, acc):
+        return acc * st.x if self.mul else acc  # total_grad * (input - 0)
+
+
+class _GS(_Expansion):
+    grad = True
+
+    def __init__(self, spec: MethodSpec, shape, device):
+        self.n = spec.n_samples
+        self.stdev = spec.stdevs
+        self.dist = spec.baselines
+        self.nb = spec.n_baselines
+        self.mul = spec.multiply_by_inputs
+        self.shape = shape
+        self.device = torch.device(device)
+
+    def begin(self, st, i, key, draw):
+        C, H, W = self.shape
+        dev = self.device
+        if draw is not None:  # explicit draws (e.g. Captum's own, recorded)
+            noise = draw.get("noise")
+            st.noise = None if noise is None else torch.as_tensor(noise, dtype=torch.float32).to(dev).reshape(self.n, C, H, W)
+            st.bidx = torch.as_tensor(draw.get("baseline_index", np.zeros(self.n, np.int64))).long().to(dev).reshape(self.n)
+            st.alpha = torch.as_tensor(draw["alpha"]).to(dev).reshape(self.n)
+            if "baselines" in draw:
+                st.bases = torch.as_tensor(draw["baselines"], dtype=torch.float32).to(dev)
+            elif self.dist == "zero":
+                st.bases = torch.zeros(1, C, H, W, device=dev)
+            else:
+                raise DiffxaiError("gradient_shap: explicit draws with baselines 'uniform' must include 'baselines'")
+            return
+        # one generator per map, seeded from the caller's key: draws never depend on batching or
+        # on which other maps share the call. Small draws on the CPU (device independent), the
+        # big Gaussian noise on the compute device (CPU and CUDA Philox streams differ).
+        g = torch.Generator(device="cpu").manual_seed(int(key))
+        if self.dist == "uniform":
+            st.bases = (torch.rand(self.nb, C, H, W, generator=g) * 2 - 1).to(dev)
+            st.bidx = torch.randint(0, self.nb, (self.n,), generator=g).to(dev)
+        else:
+            st.bases = torch.zeros(1, C, H, W, device=dev)
+            st.bidx = torch.zeros(self.n, dtype=torch.long, device=dev)
+        st.alpha = torch.rand(self.n, generator=g, dtype=torch.float64).to(dev)
+        if self.stdev > 0:
+            gd = g if dev.type == "cpu" else torch.Generator(device=dev).manual_seed(int(key) ^ 0x5DEECE66D)
+            st.noise = torch.randn(self.n, C, H, W, generator=gd, device=dev) * self.stdev
+        else:
+            st.noise = None  # Captum adds N(0, 0) = exact zeros
+
+    def points(self, st, idx):
+        xn = st.x.unsqueeze(0) if st.noise is None else st.x.unsqueeze(0) + st.noise[idx]
+        b = st.bases[st.bidx[idx]]
+        a = st.alpha[idx].to(st.x.dtype).view(-1, 1, 1, 1)
+        return a * xn + (1.0 - a) * b, (xn, b)
+
+    def contrib(self, st, idx, y, g, aux):
+        if not self.mul:
+            return g
+        xn, b = aux
+        return (xn - b) * g
+
+    def finish(self, st, acc):
+        return acc * (1 / self.n)
+
+
+class _Occ(_Expansion):
+    grad = False
+
+    def __init__(self, spec: MethodSpec, shape, device):
+        self.shape = tuple(shape)
+        self.window = spec.window
+        self.stride = spec.stride
+        self.base = spec.baseline
+        dev = torch.device(device)
+        for d, w, s in zip(self.shape, self.window, self.stride):
+            if w > d:
+                raise DiffxaiError(f"occlusion: window {list(self.window)} exceeds the input shape {list(self.shape)}")
+            if d - w > 0 and s > w:
+                raise DiffxaiError(f"occlusion: stride {list(self.stride)} larger than window {list(self.window)}")
+        # Captum: shift_counts = ceil((dim - window) / stride) + 1 per dimension; feature number
+        # p -> index (p % sc0)*s0, ((p // sc0) % sc1)*s1, ... (first dimension fastest)
+        self.shift_counts = tuple(int(math.ceil((d - w) / s)) + 1 for d, w, s in zip(self.shape, self.window, self.stride))
+        self.P = int(np.prod(self.shift_counts))
+        self.n = 1 + self.P  # index 0: the unoccluded input
+        self.ar = [torch.arange(d, device=dev) for d in self.shape]
+        self.device = dev
+        # sum of all masks (Captum's weights), the same for every map
+        self.weight = self._masks(torch.arange(1, self.n, device=dev)).sum(0)
+
+    def _starts(self, p):  # p: feature numbers (0-based)
+        out, rem = [], p
+        for sc, s in zip(self.shift_counts, self.stride):
+            out.append((rem % sc) * s)
+            rem = rem // sc
+        return out
+
+    def _masks(self, idx):
+        """(len(idx), C, H, W) float masks for expansion indices idx (0 -> all zeros)."""
+        p = (idx - 1).clamp(min=0)
+        st = self._starts(p)
+        ms = []
+        for d, (ar, s0, w) in enumerate(zip(self.ar, st, self.window)):
+            ms.append((ar.view(1, -1) >= s0.view(-1, 1)) & (ar.view(1, -1) < (s0 + w).view(-1, 1)))
+        m = ms[0][:, :, None, None] & ms[1][:, None, :, None] & ms[2][:, None, None, :]
+        m = m & (idx > 0).view(-1, 1, 1, 1)
+        return m.float()
+
+    def points(self, st, idx):
+        m = self._masks(idx)
+        x = st.x.unsqueeze(0)
+        # Captum: input * (1 - mask) + baseline * mask
+        return x * (1 - m) + self.base * m, m
+
+    def contrib(self, st, idx, y, g, aux):
+        is0 = idx == 0
+        if bool(is0.any()):
+            st.f0 = y[is0][0]
+        diff = st.f0 - y  # f(x) - f(x_occluded); 0 for index 0 itself
+        return diff.view(-1, 1, 1, 1) * aux
+
+    def finish(self, st, acc):
+        return acc / self.weight
+
+
+def _make_expansion(spec: MethodSpec, shape, device) -> _Expansion:
+    if spec.name == "integrated_gradients":
+        return _IG(spec, device)
+    if spec.name == "gradient_shap":
+        return _GS(spec, shape, device)
+    if spec.name == "occlusion":
+        return _Occ(spec, shape, device)
+    raise DiffxaiError(f"unknown attribution method {spec.name!r}; choose one of {', '.join(METHODS)}")
+
+
+# --------------------------------------------------------------------------------------------
+# model preparation: eval mode, BatchNorm folding, channels_last (CUDA), torch.compile (CUDA)
+# --------------------------------------------------------------------------------------------
+def _fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    w = conv.weight.detach().double()
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    b0 = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    new.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype), requires_grad=False)
+    new.bias = nn.Parameter(((b0 - bn.running_mean.double()) * scale + bn.bias.detach().double()).to(conv.weight.dtype),
+                            requires_grad=False)
+    return new.to(conv.weight.device)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module | None:
+    """A copy of ``model`` with every eval-mode BatchNorm folded into its conv, or None if the
+    architecture is not one we know how to fold (EfficientNet-Lite0; anything torch.fx can trace)."""
+    from .models import EfficientNetLite0
+
+    if isinstance(model, EfficientNetLite0):
+        m = copy.deepcopy(model).eval()
+
+        def conv_of(mod):
+            return mod[1] if isinstance(mod, nn.Sequential) else mod
+
+        def put(parent, name, conv):
+            cur = getattr(parent, name)
+            if isinstance(cur, nn.Sequential):
+                cur[1] = conv
+            else:
+                setattr(parent, name, conv)
+
+        put(m, "_conv_stem", _fold_conv_bn(conv_of(m._conv_stem), m._bn0))
+        m._bn0 = nn.Identity()
+        for blk in m._blocks:
+            if blk.expand:
+                put(blk, "_expand_conv", _fold_conv_bn(blk._expand_conv, blk._bn0))
+                blk._bn0 = nn.Identity()
+            put(blk, "_depthwise_conv", _fold_conv_bn(conv_of(blk._depthwise_conv), blk._bn1))
+            blk._bn1 = nn.Identity()
+            put(blk, "_project_conv", _fold_conv_bn(blk._project_conv, blk._bn2))
+            blk._bn2 = nn.Identity()
+        m._conv_head = _fold_conv_bn(m._conv_head, m._bn1)
+        m._bn1 = nn.Identity()
+        return m
+    try:  # generic: torch.fx conv+bn fusion for traceable models (e.g. torchvision ResNets)
+        from torch.fx.experimental.optimization import fuse
+
+        return fuse(copy.deepcopy(model).eval(), inplace=True)
+    except Exception:
+        return None
+
+
+_prepared: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def _param_versions(model):
+    return tuple(p._version for p in model.parameters()) + tuple(b._version for b in model.buffers())
+
+
+def prepare_model(model: nn.Module, device: str | torch.device = "cpu", *, compile: bool = False,
+                  fold_bn: bool | None = None, channels_last: bool | None = None):
+    """The module the engine runs: eval mode, optionally BN-folded, channels_last and compiled on
+    CUDA. Cached per (model, settings) until the model's parameters change. Returns
+    (module, info dict)."""
+    dev = torch.device(device)
+    if fold_bn is None:
+        fold_bn = FOLD_BN.get(dev.type, False)
+    if channels_last is None:
+        channels_last = dev.type == "cuda" and CUDA_CHANNELS_LAST
+    key = (str(dev), bool(compile), bool(fold_bn), bool(channels_last), COMPILE_MODE)
+    versions = _param_versions(model)
+    cache = _prepared.setdefault(model, {})
+    hit = cache.get(key)
+    if hit is not None and hit[0] == versions:
+        return hit[1], hit[2]
+    info = {"fold_bn": False, "channels_last": bool(channels_last), "compiled": False, "compile_mode": None}
+    m = None
+    if fold_bn:
+        m = fold_batchnorm(model)
+        info["fold_bn"] = m is not None
+    if m is None:
+        ps = list(model.parameters())
+        on_dev = all(p.device == dev or (dev.index is None and p.device.type == dev.type) for p in ps)
+        # never move or re-layout the caller's module in place: work on a copy then (19 MB)
+        m = model if (on_dev and not channels_last) else copy.deepcopy(model)
+    m = m.to(dev)
+    if channels_last:
+        m = m.to(memory_format=torch.channels_last)
+    if compile:
+        m = torch.compile(m, mode=COMPILE_MODE, dynamic=False)
+        info["compiled"] = True
+        info["compile_mode"] = COMPILE_MODE
+    cache[key] = (versions, m, info)
+    return m, info
+
+
+def default_batch_size(device: str | torch.device, grad: bool, precision: str = "fp32") -> int:
+    """Images per device batch: a measured constant on the CPU, sized from free memory on CUDA."""
+    dev = torch.device(device)
+    if dev.type != "cuda":
+        return CPU_BATCH_GRAD if grad else CPU_BATCH_NOGRAD
+    free, _ = torch.cuda.mem_get_info(dev)
+    # EfficientNet-Lite0 at 224 px keeps ~73 MB of fp32 activations per image; forward+backward
+    # needs about 3x that at peak, inference about 1x; bf16 halves it.
+    per = 73e6 * (3.0 if grad else 1.0) * (0.5 if precision == "bf16" else 1.0)
+    b = int(0.5 * free / per)
+    cap = 256 if grad else 512
+    return max(1, min(cap, 1 << max(0, b.bit_length() - 1)))  # a power of two
+
+
+# --------------------------------------------------------------------------------------------
+# the engine
+# --------------------------------------------------------------------------------------------
+def _is_oom(exc: BaseException) -> bool:
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spec: MethodSpec, *,
+              device: str | torch.device = "cpu", precision: str = "fp32", batch_size: int | None = None,
+              output: str = "logit", draw_keys: Sequence[int] | None = None, draws: Sequence[dict] | None = None,
+              on_result: Callable[[slice, np.ndarray], None] | None = None,
+              progress: Callable[[int, int], None] | None = None, compile: bool = False) -> np.ndarray:
+    """Attribute ``targets[i]`` of ``model`` to ``inputs[i]`` for every i with method ``spec``.
+
+    inputs: (N, C, H, W) float32; targets: (N,) long class indices; baseline 0 (Occlusion: the
+    spec's). Returns channel-summed maps (N, H, W) float32. ``batch_size`` = model evaluations per
+    device batch (default: :func:`default_batch_size`); on CUDA out-of-memory the batch size is
+    halved and the same batch retried, down to 1. ``output``: attribute the target's "logit" or
+    its "softmax" probability. GradientSHAP draws come from a generator seeded per map with
+    ``draw_keys[i]`` (default: i), or from explicit ``draws[i]`` = {"noise": (n,C,H,W) or absent,
+    "baseline_index": (n,), "alpha": (n,), "baselines": (nb,C,H,W) optional}. ``on_result(sl,
+    maps)`` receives finished maps in order as soon as each is complete; ``progress(done, total)``
+    counts finished maps. ``precision`` "bf16" runs the model under autocast (gradients and sums
+    stay fp32); "fp32" disables TF32. ``compile`` (CUDA only) uses torch.compile on fixed-shape
+    padded batches. Raises DiffxaiError on NaN/Inf in any map.
+    """
+    global last_run_stats
+    if not isinstance(spec, MethodSpec):
+        raise DiffxaiError(f"attribute needs a MethodSpec (use method_spec(name, settings)), got {type(spec).__name__}")
+    if precision not in ("fp32", "bf16"):
+        raise DiffxaiError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
+    if output not in ("logit", "softmax"):
+        raise DiffxaiError(f"output must be 'logit' or 'softmax', got {output!r}")
+    inputs = torch.as_tensor(inputs)
+    if inputs.ndim != 4:
+        raise DiffxaiError(f"{spec.name}: inputs must be (N, C, H, W), got shape {tuple(inputs.shape)}")
+    N = inputs.shape[0]
+    shape = tuple(inputs.shape[1:])
+    targets = torch.as_tensor(targets).long().reshape(-1)
+    if targets.numel() != N:
+        raise DiffxaiError(f"{spec.name}: {N} inputs but {targets.numel()} targets")
+    if draw_keys is not None and len(draw_keys) != N:
+        raise DiffxaiError(f"{spec.name}: {N} inputs but {len(draw_keys)} draw_keys")
+    if draws is not None and len(draws) != N:
+        raise DiffxaiError(f"{spec.name}: {N} inputs but {len(draws)} draws")
+    dev = torch.device(device)
+    if compile and dev.type != "cuda":
+        warnings.warn("compile=True is for CUDA only; running eager on the CPU", stacklevel=2)
+        compile = False
+    out_maps = np.empty((N,) + shape[1:], dtype=np.float32)
+    stats = {"method": spec.name, "n_maps": N, "device": str(dev), "precision": precision, "batches": 0,
+             "padded_evals": 0, "oom_halvings": 0, "compile_s": 0.0}
+    last_run_stats = stats
+    if N == 0:
+        return out_maps
+
+    t_prep = time.perf_counter()
+    exp = _make_expansion(spec, shape, dev)
+    E = exp.n
+    total = N * E
+    B = int(batch_size) if batch_size is not None else default_batch_size(dev, exp.grad, precision)
+    if B < 1:
+        raise DiffxaiError(f"{spec.name}: batch_size must be >= 1, got {batch_size}")
+    if not compile and total <= B:
+        B = total  # one batch for the whole call: nothing to pad
+    elif not compile:
+        nb = -(-total // B)
+        B = -(-total // nb)  # balanced batches: < 1 padded evaluation per batch
+    stats["batch_size"] = B
+    net, info = prepare_model(model, dev, compile=compile)
+    stats.update(info)
+    memfmt = torch.channels_last if info["channels_last"] else torch.contiguous_format
+    acc_dtype = torch.float32
+    # eval mode for the call (BatchNorm must never see the statistics of a mixed batch); the
+    # caller's own flags are restored afterwards
+    modes = [(mod, mod.training) for mod in net.modules()]
+    net.eval()
+    prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    if dev.type == "cuda":  # fp32 means fp32: no TF32 (bf16 runs under autocast anyway)
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+    states: dict[int, _MapState] = {}
+    accs: dict[int, torch.Tensor] = {}
+    done_count: dict[int, int] = {}
+    next_emit = 0
+    tgt_dev = targets.to(dev)
+    first_batch_s = None
+
+    def get_state(i: int) -> _MapState:
+        st = states.get(i)
+        if st is None:
+            st = _MapState()
+            st.x = inputs[i].to(dev, torch.float32)
+            st.target = int(targets[i])
+            st.f0 = None
+            st.noise = st.bidx = st.alpha = st.bases = None
+            key = int(draw_keys[i]) if draw_keys is not None else i
+            exp.begin(st, i, key, None if draws is None else draws[i])
+            states[i] = st
+            accs[i] = torch.zeros(shape, dtype=acc_dtype, device=dev)
+            done_count[i] = 0
+        return st
+
+    def run_batch(pos: int, n: int, Bp: int):
+        """Evaluate items pos..pos+n-1 in one device batch padded to Bp; returns contributions."""
+        items = torch.arange(pos, pos + n)
+        maps = items // E
+        idxs = items % E
+        runs = []  # (map i, idx tensor on device, slice into the batch)
+        start = 0
+        for i in torch.unique_consecutive(maps).tolist():
+            cnt = int((maps == i).sum())
+            runs.append((i, idxs[start:start + cnt].to(dev), slice(start, start + cnt)))
+            start += cnt
+        pts, auxs = [], []
+        for i, idx, _ in runs:
+            p, aux = exp.points(get_state(i), idx)
+            pts.append(p)
+            auxs.append(aux)
+        batch = torch.cat(pts) if len(pts) > 1 else pts[0]
+        tg = tgt_dev[maps.to(dev)]
+        if Bp > n:  # pad with copies of the first point; their outputs are dropped below
+            batch = torch.cat([batch, batch[:1].expand(Bp - n, *batch.shape[1:])])
+            tg = torch.cat([tg, tg[:1].expand(Bp - n)])
+        batch = batch.contiguous(memory_format=memfmt)
+        if _oom_hook is not None:
+            _oom_hook(Bp)
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if exp.grad:
+                batch.requires_grad_(True)
+                with torch.enable_grad():
+                    logits = net(batch)
+                    out = logits.float()
+                    if output == "softmax":
+                        out = torch.softmax(out, dim=1)
+                    y = out.gather(1, tg.view(-1, 1)).squeeze(1)
+                    (g,) = torch.autograd.grad(y.sum(), batch)
+                g = g.float()[:n]
+            else:
+                with torch.no_grad():
+                    out = net(batch).float()
+                    if output == "softmax":
+                        out = torch.softmax(out, dim=1)
+                    y = out.gather(1, tg.view(-1, 1)).squeeze(1)
+                g = None
+        y = y.detach()[:n]
+        contribs = []
+        for (i, idx, sl), aux in zip(runs, auxs):
+            contribs.append(exp.contrib(states[i], idx, y[sl], None if g is None else g[sl], aux))
+        return runs, contribs
+
+    try:
+        pos = 0
+        while pos < total:
+            n = min(B, total - pos)
+            Bp = B if (compile or total > B) else n
+            try:
+                t0 = time.perf_counter()
+                runs, contribs = run_batch(pos, n, Bp)
+                if first_batch_s is None and compile:
+                    if dev.type == "cuda":
+                        torch.cuda.synchronize(dev)
+                    first_batch_s = time.perf_counter() - t0
+            except Exception as exc:
+                if not _is_oom(exc):
+                    raise
+                if B == 1:
+                    raise DiffxaiError(f"{spec.name}: out of memory on {dev} even at batch size 1") from exc
+                B //= 2
+                stats["oom_halvings"] += 1
+                stats["batch_size"] = B
+                if dev.type == "cuda":
+                    torch.cuda.empty_cache()
+                continue
+            stats["batches"] += 1
+            stats["padded_evals"] += Bp - n
+            # accumulate per map: one index_add over the batch's contributions
+            u = [r[0] for r in runs]
+            local = torch.cat([torch.full((r[2].stop - r[2].start,), k, dtype=torch.long) for k, r in enumerate(runs)]).to(dev)
+            summed = torch.zeros((len(runs),) + shape, dtype=acc_dtype, device=dev)
+            summed.index_add_(0, local, torch.cat(contribs) if len(contribs) > 1 else contribs[0])
+            for k, i in enumerate(u):
+                accs[i] += summed[k]
+                done_count[i] += runs[k][2].stop - runs[k][2].start
+            pos += n
+            # emit every finished map, in order
+            finished = [i for i in u if done_count[i] == E]
+            if finished:
+                lo = next_emit
+                for i in finished:
+                    a = exp.finish(states[i], accs[i]).sum(0)
+                    if not bool(torch.isfinite(a).all()):
+                        raise DiffxaiError(
+                            f"{spec.name}: non-finite attribution (NaN/Inf) for map {i} (target {int(targets[i])})")
+                    out_maps[i] = a.float().cpu().numpy()
+                    del states[i], accs[i], done_count[i]
+                    next_emit = i + 1
+                if on_result is not None:
+                    on_result(slice(lo, next_emit), out_maps[lo:next_emit])
+                if progress is not None:
+                    progress(next_emit, N)
+    finally:
+        for mod, was in modes:
+            mod.training = was
+        if dev.type == "cuda":
+            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
+    if compile and first_batch_s is not None:
+        stats["compile_s"] = first_batch_s  # first batch includes tracing + compilation
+    stats["wall_s"] = time.perf_counter() - t_prep
+    return out_maps

@@ -1,0 +1,313 @@
+"""The batched attribution engine against per-map Captum calls, on real EfficientNet-Lite0 weights
+and real noised ImageNet images (CPU, fp32)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from diffxai import engine
+from diffxai.engine import attribute, method_spec
+from diffxai.errors import DiffxaiError
+
+captum_attr = pytest.importorskip("captum.attr")
+
+ROOT = Path(__file__).resolve().parents[1]
+IMAGE_DIRS = [ROOT.parent / "shared" / "data" / "imagenet-samples", ROOT / ".devdata"]
+# (file stem, class index) of the study classes
+TIGER, PERSIAN = ("n02129604_tiger", 292), ("n02123394_Persian_cat", 283)
+
+
+def _image(stem: str, size: int) -> torch.Tensor:
+    from PIL import Image
+
+    for d in IMAGE_DIRS:
+        f = d / f"{stem}.jpg"
+        if f.exists():
+            break
+    else:
+        pytest.skip(f"test image {stem}.jpg not found in {IMAGE_DIRS}")
+    im = Image.open(f).convert("RGB")
+    w, h = im.size
+    s = size / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = im.size
+    l, t = (w - size) // 2, (h - size) // 2
+    a = np.array(im.crop((l, t, l + size, t + size)), dtype=np.float32)
+    return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def _noised(x0: torch.Tensor, ks, seed=0) -> torch.Tensor:
+    """x_t = sqrt(ab) x0 + sqrt(1 - ab) eps for study steps k (T=100 linear betas, t = 99 - k)."""
+    ab = torch.cumprod(1 - torch.linspace(1e-4, 0.02, 100, dtype=torch.float64), 0)
+    eps = torch.randn(x0.shape, generator=torch.Generator().manual_seed(seed))
+    return torch.stack([(ab[99 - k].sqrt() * x0 + (1 - ab[99 - k]).sqrt() * eps).float() for k in ks])
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / np.linalg.norm(b))
+
+
+@pytest.fixture(scope="module")
+def model():
+    from diffxai.models import load_classifier
+
+    return load_classifier("efficientnet_lite0", "cpu")
+
+
+@pytest.fixture(scope="module")
+def batch224():
+    """Three noised 224-px maps: tiger at k = 30, 70, 99 (99 = clean) and the Persian cat at 60."""
+    x = torch.cat([_noised(_image(TIGER[0], 224), [30, 70, 99]), _noised(_image(PERSIAN[0], 224), [60], seed=1)])
+    return x, torch.tensor([TIGER[1]] * 3 + [PERSIAN[1]])
+
+
+@pytest.fixture(scope="module")
+def batch64():
+    x = torch.cat([_noised(_image(TIGER[0], 64), [20, 80]), _noised(_image(PERSIAN[0], 64), [50], seed=2)])
+    return x, torch.tensor([TIGER[1], TIGER[1], PERSIAN[1]])
+
+
+# ------------------------------------------------------------------ equivalence with Captum
+def test_integrated_gradients_matches_captum(model, batch224):
+    x, t = batch224
+    spec = method_spec("integrated_gradients", {"n_steps": 8})
+    got = attribute(model, x, t, spec, batch_size=6)  # batches straddle maps
+    ig = captum_attr.IntegratedGradients(model)
+    for i in range(len(x)):
+        ref = ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=8).sum(1)[0].numpy()
+        assert _rel(got[i], ref) <= 1e-4, i
+
+
+@pytest.mark.parametrize("settings", [{"n_steps": 6, "method": "riemann_trapezoid"},
+                                      {"n_steps": 5, "multiply_by_inputs": False}])
+def test_integrated_gradients_variants_match_captum(model, batch64, settings):
+    x, t = batch64
+    got = attribute(model, x, t, method_spec("integrated_gradients", settings), batch_size=4)
+    ig = captum_attr.IntegratedGradients(model, multiply_by_inputs=settings.get("multiply_by_inputs", True))
+    ref = np.stack([ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=settings["n_steps"],
+                                 method=settings.get("method", "gausslegendre")).sum(1)[0].numpy()
+                    for i in range(len(x))])
+    assert _rel(got, ref) <= 1e-4
+
+
+def _captum_gs_with_recorded_draws(model, x, t, baselines, n_samples, stdevs, monkeypatch):
+    """Per-map Captum GradientShap calls; records exactly what Captum draws: torch.normal (noise,
+    NoiseTunnel._add_noise_to_input), np.random.choice (baseline indices,
+    _expand_and_update_baselines) and np.random.uniform (path coefficients,
+    InputBaselineXGradient)."""
+    rec = {}
+    real_normal, real_choice, real_uniform = torch.normal, np.random.choice, np.random.uniform
+
+    def normal(*a, **k):
+        rec["noise"] = real_normal(*a, **k)
+        return rec["noise"]
+
+    def choice(*a, **k):
+        rec["baseline_index"] = np.asarray(real_choice(*a, **k))
+        return rec["baseline_index"]
+
+    def uniform(*a, **k):
+        rec["alpha"] = np.asarray(real_uniform(*a, **k))
+        return rec["alpha"]
+
+    monkeypatch.setattr(torch, "normal", normal)
+    monkeypatch.setattr(np.random, "choice", choice)
+    monkeypatch.setattr(np.random, "uniform", uniform)
+    gs = captum_attr.GradientShap(model)
+    refs, draws = [], []
+    torch.manual_seed(0)
+    np.random.seed(0)
+    for i in range(len(x)):
+        rec.clear()
+        a = gs.attribute(x[i:i + 1], baselines=baselines, n_samples=n_samples, stdevs=stdevs, target=int(t[i]))
+        refs.append(a.sum(1)[0].numpy())
+        assert set(rec) == {"noise", "baseline_index", "alpha"}, sorted(rec)
+        draws.append({"noise": rec["noise"].clone(), "baseline_index": rec["baseline_index"].copy(),
+                      "alpha": rec["alpha"].copy(), "baselines": baselines})
+    monkeypatch.undo()
+    return np.stack(refs), draws
+
+
+def test_gradient_shap_matches_captum_given_its_draws(model, batch224, monkeypatch):
+    x, t = batch224
+    ref, draws = _captum_gs_with_recorded_draws(model, x, t, torch.zeros(1, 3, 224, 224), 5, 0.1, monkeypatch)
+    spec = method_spec("gradient_shap", {"n_samples": 5, "stdevs": 0.1})
+    got = attribute(model, x, t, spec, batch_size=7, draws=draws)
+    for i in range(len(x)):
+        assert _rel(got[i], ref[i]) <= 1e-4, i
+
+
+def test_gradient_shap_uniform_baselines_match_captum(model, batch64, monkeypatch):
+    x, t = batch64
+    bases = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
+    ref, draws = _captum_gs_with_recorded_draws(model, x, t, bases, 6, 0.05, monkeypatch)
+    spec = method_spec("gradient_shap", {"n_samples": 6, "stdevs": 0.05, "baselines": "uniform", "n_baselines": 4})
+    got = attribute(model, x, t, spec, batch_size=5, draws=draws)
+    assert _rel(got, ref) <= 1e-4
+
+
+def test_occlusion_matches_captum(model):
+    # 96 px: (96 - 15) / 8 is not an integer, so the last window row/column is cropped
+    x = torch.cat([_noised(_image(TIGER[0], 96), [40, 99]), _noised(_image(PERSIAN[0], 96), [70])])
+    t = torch.tensor([TIGER[1], TIGER[1], PERSIAN[1]])
+    spec = method_spec("occlusion", {"window": [3, 15, 15], "stride": [3, 8, 8]})
+    assert spec.evals_per_map((3, 96, 96)) == 1 + 12 * 12
+    got = attribute(model, x, t, spec, batch_size=64)
+    occ = captum_attr.Occlusion(model)
+    for i in range(len(x)):
+        ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 15, 15), strides=(3, 8, 8), baselines=0.0,
+                            target=int(t[i]), perturbations_per_eval=16).sum(1)[0].numpy()
+        assert _rel(got[i], ref) <= 1e-4, i
+
+
+def test_softmax_output_matches_captum(model, batch64):
+    x, t = batch64
+
+    def prob(z):
+        return torch.softmax(model(z), dim=1)
+
+    got = attribute(model, x, t, method_spec("occlusion", {"window": [3, 9, 9], "stride": [3, 6, 6]}),
+                    batch_size=32, output="softmax")
+    occ = captum_attr.Occlusion(prob)
+    ref = np.stack([occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 9, 9), strides=(3, 6, 6), baselines=0.0,
+                                  target=int(t[i]), perturbations_per_eval=32).sum(1)[0].numpy() for i in range(len(x))])
+    assert _rel(got, ref) <= 1e-4
+    got = attribute(model, x, t, method_spec("integrated_gradients", {"n_steps": 4}), output="softmax")
+    ig = captum_attr.IntegratedGradients(prob)
+    ref = np.stack([ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=4).sum(1)[0].numpy()
+                    for i in range(len(x))])
+    assert _rel(got, ref) <= 1e-4
+
+
+# ------------------------------------------------------------------ batching machinery
+def test_padding_does_not_leak_and_results_do_not_depend_on_batch_size(model, batch64):
+    x, t = batch64  # 3 maps x 5 steps = 15 evaluations
+    spec = method_spec("integrated_gradients", {"n_steps": 5})
+    whole = attribute(model, x, t, spec, batch_size=15)
+    assert engine.last_run_stats["padded_evals"] == 0 and engine.last_run_stats["batches"] == 1
+    for bs in (4, 8, 2):  # 15 evaluations = 4+4+4+3, 8+7, 7 x 2 + 1: the last batch padded by one
+        got = attribute(model, x, t, spec, batch_size=bs)
+        assert engine.last_run_stats["padded_evals"] >= 1, bs
+        assert _rel(got, whole) <= 1e-5, bs
+        for i in range(len(x)):  # each map alone (no other map in its batches)
+            assert _rel(got[i], attribute(model, x[i:i + 1], t[i:i + 1], spec, batch_size=5)[0]) <= 1e-5
+
+
+def test_padding_is_excluded_for_occlusion_too(model, batch64):
+    x, t = batch64
+    spec = method_spec("occlusion", {"window": [3, 16, 16], "stride": [3, 16, 16]})  # 16 windows + 1
+    a = attribute(model, x, t, spec, batch_size=10)  # 51 evaluations: 9 padded
+    assert engine.last_run_stats["padded_evals"] > 0
+    b = np.stack([attribute(model, x[i:i + 1], t[i:i + 1], spec, batch_size=17)[0] for i in range(len(x))])
+    assert _rel(a, b) <= 1e-5
+
+
+def test_oom_backoff_halves_and_gives_the_same_result(model, batch64, monkeypatch):
+    x, t = batch64
+    spec = method_spec("integrated_gradients", {"n_steps": 6})
+    ref = attribute(model, x, t, spec, batch_size=3)
+    seen = []
+
+    def hook(bs):
+        seen.append(bs)
+        if bs > 3:
+            raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_oom_hook", hook)
+    got = attribute(model, x, t, spec, batch_size=18)
+    assert engine.last_run_stats["oom_halvings"] == 3 and engine.last_run_stats["batch_size"] == 2
+    assert seen[:4] == [18, 9, 4, 2]
+    assert _rel(got, ref) <= 1e-6
+
+    def always(bs):
+        raise torch.cuda.OutOfMemoryError("injected")
+
+    monkeypatch.setattr(engine, "_oom_hook", always)
+    with pytest.raises(DiffxaiError, match="batch size 1"):
+        attribute(model, x[:1], t[:1], spec, batch_size=4)
+
+
+def test_results_stream_in_order_as_maps_finish(model, batch64):
+    x, t = batch64
+    calls, prog = [], []
+    spec = method_spec("integrated_gradients", {"n_steps": 4})
+    out = attribute(model, x, t, spec, batch_size=3,
+                    on_result=lambda sl, maps: calls.append((sl.start, sl.stop, maps.copy())),
+                    progress=lambda d, n: prog.append((d, n)))
+    assert [(a, b) for a, b, _ in calls] == [(0, 1), (1, 2), (2, 3)]  # 12 evals in 4 batches of 3
+    for a, b, m in calls:
+        np.testing.assert_array_equal(m, out[a:b])
+    assert prog[-1] == (3, 3)
+
+
+def test_gradient_shap_draw_keys_make_maps_independent_of_batching(model, batch64):
+    x, t = batch64
+    spec = method_spec("gradient_shap", {"n_samples": 4, "stdevs": 0.2, "baselines": "uniform", "n_baselines": 3})
+    keys = [101, 202, 303]
+    a = attribute(model, x, t, spec, draw_keys=keys, batch_size=5)
+    b = attribute(model, x[1:], t[1:], spec, draw_keys=keys[1:], batch_size=3)  # other company, batching
+    c = attribute(model, x[[2, 0]], t[[2, 0]], spec, draw_keys=[keys[2], keys[0]], batch_size=8)
+    assert _rel(b, a[1:]) <= 1e-5 and _rel(c[0], a[2]) <= 1e-5 and _rel(c[1], a[0]) <= 1e-5
+    d = attribute(model, x, t, spec, draw_keys=[7, 8, 9], batch_size=5)
+    assert _rel(d, a) > 1e-2  # other keys, other draws
+
+
+# ------------------------------------------------------------------ errors and modes
+def test_nan_raises_naming_method_and_map(model, batch64):
+    x, t = batch64
+    x = x.clone()
+    x[1, 0, 5, 5] = float("nan")
+    with pytest.raises(DiffxaiError, match=r"integrated_gradients.*map 1"):
+        attribute(model, x, t, method_spec("integrated_gradients", {"n_steps": 2}))
+    with pytest.raises(DiffxaiError, match=r"occlusion.*map 1"):
+        attribute(model, x, t, method_spec("occlusion", {"window": [3, 32, 32], "stride": [3, 32, 32]}))
+
+
+def test_unknown_method_and_setting_give_one_line_errors():
+    with pytest.raises(DiffxaiError) as e:
+        method_spec("foo", {})
+    msg = str(e.value)
+    assert "\n" not in msg and "'foo'" in msg
+    assert all(m in msg for m in ("integrated_gradients", "gradient_shap", "occlusion"))
+    with pytest.raises(DiffxaiError, match="n_step"):
+        method_spec("integrated_gradients", {"n_step": 5})
+    with pytest.raises(DiffxaiError, match="method"):
+        method_spec("integrated_gradients", {"method": "simpson"})
+    with pytest.raises(DiffxaiError, match="window"):
+        method_spec("occlusion", {"window": [15, 15]})
+
+
+def test_method_spec_defaults_and_settings():
+    s = method_spec("occlusion", {})
+    assert (s.window, s.stride, s.baseline) == ((3, 15, 15), (3, 8, 8), 0.0)
+    assert s.evals_per_map() == 1 + 28 * 28  # Captum: ceil((224 - 15) / 8) + 1 = 28 per axis
+    ig = method_spec("integrated_gradients", {"n_steps": 20})
+    assert ig.settings() == {"n_steps": 20, "method": "gausslegendre", "multiply_by_inputs": True}
+    gs = method_spec("gradient_shap", {"n_samples": 20})
+    assert gs.settings()["baselines"] == "zero" and gs.evals_per_map() == 20
+
+
+def test_model_mode_is_eval_during_and_restored_after(model, batch64):
+    x, t = batch64
+    seen = []
+    h = model._bn0.register_forward_hook(lambda mod, i, o: seen.append(mod.training))
+    model.train()
+    try:
+        a = attribute(model, x[:1], t[:1], method_spec("integrated_gradients", {"n_steps": 2}))
+    finally:
+        h.remove()
+    assert model.training and seen and not any(seen)
+    model.eval()
+    assert np.isfinite(a).all()
+
+
+def test_bf16_is_close_to_fp32(model, batch64):
+    x, t = batch64
+    spec = method_spec("occlusion", {"window": [3, 16, 16], "stride": [3, 8, 8]})
+    a32 = attribute(model, x, t, spec)
+    a16 = attribute(model, x, t, spec, precision="bf16")
+    assert np.isfinite(a16).all() and _rel(a16, a32) < 0.3
