@@ -98,7 +98,9 @@ EOF
     log "wrote $CONF_DIR/slurm.conf (CPUs=$cpus RealMemory=$mem_mb, partition $PARTITION) and gres.conf"
 }
 
-pid_alive() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+# a live process (PID 1 here may not reap daemons' exited parents: a zombie counts as gone)
+alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
+pid_alive() { [ -s "$1" ] && alive "$(cat "$1")"; }
 
 start_munge() {
     if pid_alive "$MUNGE_PID"; then log "munged already running"; return; fi
@@ -154,7 +156,7 @@ stop_pidfile() {  # name pidfile
     pid_alive "$pidfile" || return 0
     pid=$(cat "$pidfile")
     kill "$pid" 2>/dev/null || true
-    for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || { log "stopped $1"; return 0; }; sleep 0.1; done
+    for _ in $(seq 100); do alive "$pid" || { log "stopped $1"; rm -f "$pidfile"; return 0; }; sleep 0.1; done
     log "$1 ($pid) ignored SIGTERM: killing"
     kill -9 "$pid" 2>/dev/null || true
 }
