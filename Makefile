@@ -16,6 +16,7 @@ SMK := $(BIN)/snakemake --cores all $(if $(CONFIG),--configfile $(CONFIG)) \
 .PHONY: run report test lint dryrun bench clean
 
 run: $(VENV)/.installed
+	$(BIN)/python -m diffxai.lock
 	$(SMK)
 	$(SMK) --report results/report.html
 
@@ -26,6 +27,7 @@ lint: $(VENV)/.installed
 	$(SMK) --lint
 
 dryrun: $(VENV)/.installed
+	$(BIN)/python -m diffxai.lock
 	$(SMK) -n
 
 bench: $(VENV)/.installed

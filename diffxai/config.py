@@ -37,7 +37,20 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
         raise DiffxaiError(f"config key {key}: {msg}")
     _set_defaults(schema, config)
     check_semantics(config)
+    # Snakemake compares params by repr: sort keys so that the order in which config files were
+    # merged can never make an unchanged value look changed (and rerun the DAG)
+    canonical = _sorted(config)
+    config.clear()
+    config.update(canonical)
     return config
+
+
+def _sorted(value):
+    if isinstance(value, dict):
+        return {k: _sorted(value[k]) for k in sorted(value)}
+    if isinstance(value, list):
+        return [_sorted(v) for v in value]
+    return value
 
 
 def check_semantics(config: dict) -> None:
