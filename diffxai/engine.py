@@ -210,9 +210,10 @@ class _Expansion:
         """Model inputs for expansion indices ``idx`` of one map, plus auxiliary data."""
         raise NotImplementedError
 
-    def contrib(self, st: _MapState, idx: torch.Tensor, y: torch.Tensor, g: torch.Tensor | None,
+    def contrib(self, st: _MapState, idx: torch.Tensor, j0: int, y: torch.Tensor, g: torch.Tensor | None,
                 aux: Any) -> torch.Tensor:
-        """Per-evaluation contributions (len(idx), C, H, W) to the map's accumulator."""
+        """Per-evaluation contributions (len(idx), C, H, W) to the map's accumulator; ``idx`` are
+        the consecutive expansion indices j0, j0+1, ... of this map in the batch."""
         raise NotImplementedError
 
     def finish(self, st: _MapState, acc: torch.Tensor) -> torch.Tensor:
@@ -239,7 +240,7 @@ class _IG(_Expansion):
         a = self.alphas[idx].to(st.x.dtype).view(-1, 1, 1, 1)
         return a * st.x.unsqueeze(0), None  # baseline 0: 0 + a * (x - 0)
 
-    def contrib(self, st, idx, y, g, aux):
+    def contrib(self, st, idx, j0, y, g, aux):
         return g * self.weights[idx].view(-1, 1, 1, 1)
 
     def finish(self, st, acc):
@@ -296,7 +297,7 @@ class _GS(_Expansion):
         a = st.alpha[idx].to(st.x.dtype).view(-1, 1, 1, 1)
         return a * xn + (1.0 - a) * b, (xn, b)
 
-    def contrib(self, st, idx, y, g, aux):
+    def contrib(self, st, idx, j0, y, g, aux):
         if not self.mul:
             return g
         xn, b = aux
@@ -354,11 +355,10 @@ class _Occ(_Expansion):
         # Captum: input * (1 - mask) + baseline * mask
         return x * (1 - m) + self.base * m, m
 
-    def contrib(self, st, idx, y, g, aux):
-        is0 = idx == 0
-        if bool(is0.any()):
-            st.f0 = y[is0][0]
-        diff = st.f0 - y  # f(x) - f(x_occluded); 0 for index 0 itself
+    def contrib(self, st, idx, j0, y, g, aux):
+        if j0 == 0:  # the unoccluded forward comes first, in this batch or an earlier one
+            st.f0 = y[0]
+        diff = st.f0 - y  # f(x) - f(x_occluded); index 0 has an all-zero mask
         return diff.view(-1, 1, 1, 1) * aux
 
     def finish(self, st, acc):
@@ -572,10 +572,12 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         torch.backends.cudnn.allow_tf32 = False
 
     states: dict[int, _MapState] = {}
-    accs: dict[int, torch.Tensor] = {}
-    done_count: dict[int, int] = {}
+    # per-map accumulators live in slots of one tensor: the maps in flight are exactly those the
+    # current batch touches (items are enumerated map by map), at most B // E + 2 of them
+    S = B // E + 2
+    acc = torch.zeros((S,) + shape, dtype=acc_dtype, device=dev)
+    done_count = [0] * N
     next_emit = 0
-    tgt_dev = targets.to(dev)
     first_batch_s = None
 
     def get_state(i: int) -> _MapState:
@@ -589,31 +591,28 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             key = int(draw_keys[i]) if draw_keys is not None else i
             exp.begin(st, i, key, None if draws is None else draws[i])
             states[i] = st
-            accs[i] = torch.zeros(shape, dtype=acc_dtype, device=dev)
-            done_count[i] = 0
         return st
 
     def run_batch(pos: int, n: int, Bp: int):
-        """Evaluate items pos..pos+n-1 in one device batch padded to Bp; returns contributions."""
-        items = torch.arange(pos, pos + n)
-        maps = items // E
-        idxs = items % E
-        runs = []  # (map i, idx tensor on device, slice into the batch)
-        start = 0
-        for i in torch.unique_consecutive(maps).tolist():
-            cnt = int((maps == i).sum())
-            runs.append((i, idxs[start:start + cnt].to(dev), slice(start, start + cnt)))
-            start += cnt
-        pts, auxs = [], []
-        for i, idx, _ in runs:
+        """Evaluate items pos..pos+n-1 (item = map * E + expansion index) in one device batch
+        padded to Bp. Returns the runs [(map, first index, count)] and their contributions."""
+        runs = []
+        for i in range(pos // E, (pos + n - 1) // E + 1):
+            j0 = max(pos, i * E) - i * E
+            j1 = min(pos + n, (i + 1) * E) - i * E
+            runs.append((i, j0, j1 - j0))
+        pts, auxs, idxs = [], [], []
+        for i, j0, cnt in runs:
+            idx = torch.arange(j0, j0 + cnt, device=dev)
             p, aux = exp.points(get_state(i), idx)
             pts.append(p)
             auxs.append(aux)
+            idxs.append(idx)
         batch = torch.cat(pts) if len(pts) > 1 else pts[0]
-        tg = tgt_dev[maps.to(dev)]
+        tg = torch.tensor([states[i].target for i, _, cnt in runs for _ in range(cnt)]
+                          + [states[runs[0][0]].target] * (Bp - n)).to(dev, non_blocking=True)
         if Bp > n:  # pad with copies of the first point; their outputs are dropped below
             batch = torch.cat([batch, batch[:1].expand(Bp - n, *batch.shape[1:])])
-            tg = torch.cat([tg, tg[:1].expand(Bp - n)])
         batch = batch.contiguous(memory_format=memfmt)
         if _oom_hook is not None:
             _oom_hook(Bp)
@@ -621,8 +620,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             if exp.grad:
                 batch.requires_grad_(True)
                 with torch.enable_grad():
-                    logits = net(batch)
-                    out = logits.float()
+                    out = net(batch).float()
                     if output == "softmax":
                         out = torch.softmax(out, dim=1)
                     y = out.gather(1, tg.view(-1, 1)).squeeze(1)
@@ -636,10 +634,12 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
                     y = out.gather(1, tg.view(-1, 1)).squeeze(1)
                 g = None
         y = y.detach()[:n]
-        contribs = []
-        for (i, idx, sl), aux in zip(runs, auxs):
-            contribs.append(exp.contrib(states[i], idx, y[sl], None if g is None else g[sl], aux))
-        return runs, contribs
+        contribs, start = [], 0
+        for (i, j0, cnt), idx, aux in zip(runs, idxs, auxs):
+            sl = slice(start, start + cnt)
+            contribs.append(exp.contrib(states[i], idx, j0, y[sl], None if g is None else g[sl], aux))
+            start += cnt
+        return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0]
 
     try:
         pos = 0
@@ -648,7 +648,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             Bp = B if (compile or total > B) else n
             try:
                 t0 = time.perf_counter()
-                runs, contribs = run_batch(pos, n, Bp)
+                runs, contrib = run_batch(pos, n, Bp)
                 if first_batch_s is None and compile:
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
@@ -661,36 +661,37 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
                 B //= 2
                 stats["oom_halvings"] += 1
                 stats["batch_size"] = B
+                del exc
                 if dev.type == "cuda":
                     torch.cuda.empty_cache()
                 continue
             stats["batches"] += 1
             stats["padded_evals"] += Bp - n
-            # accumulate per map: one index_add over the batch's contributions
-            u = [r[0] for r in runs]
-            local = torch.cat([torch.full((r[2].stop - r[2].start,), k, dtype=torch.long) for k, r in enumerate(runs)]).to(dev)
-            summed = torch.zeros((len(runs),) + shape, dtype=acc_dtype, device=dev)
-            summed.index_add_(0, local, torch.cat(contribs) if len(contribs) > 1 else contribs[0])
-            for k, i in enumerate(u):
-                accs[i] += summed[k]
-                done_count[i] += runs[k][2].stop - runs[k][2].start
+            # accumulate per map: one index_add of the batch's contributions into the map slots
+            slot = torch.tensor([i % S for i, _, cnt in runs for _ in range(cnt)]).to(dev, non_blocking=True)
+            acc.index_add_(0, slot, contrib)
+            for i, _, cnt in runs:
+                done_count[i] += cnt
             pos += n
-            # emit every finished map, in order
-            finished = [i for i in u if done_count[i] == E]
+            # emit every finished map, in order (one device sync per batch)
+            finished = [i for i, _, _ in runs if done_count[i] == E]
             if finished:
-                lo = next_emit
+                lo, hi = finished[0], finished[-1] + 1
+                a = torch.stack([exp.finish(states[i], acc[i % S]).sum(0) for i in finished])
+                ok = torch.isfinite(a).flatten(1).all(1).cpu()
+                if not bool(ok.all()):
+                    bad = finished[int((~ok).nonzero()[0])]
+                    raise DiffxaiError(
+                        f"{spec.name}: non-finite attribution (NaN/Inf) for map {bad} (target {int(targets[bad])})")
+                out_maps[lo:hi] = a.float().cpu().numpy()
                 for i in finished:
-                    a = exp.finish(states[i], accs[i]).sum(0)
-                    if not bool(torch.isfinite(a).all()):
-                        raise DiffxaiError(
-                            f"{spec.name}: non-finite attribution (NaN/Inf) for map {i} (target {int(targets[i])})")
-                    out_maps[i] = a.float().cpu().numpy()
-                    del states[i], accs[i], done_count[i]
-                    next_emit = i + 1
+                    acc[i % S].zero_()
+                    del states[i]
+                next_emit = hi
                 if on_result is not None:
-                    on_result(slice(lo, next_emit), out_maps[lo:next_emit])
+                    on_result(slice(lo, hi), out_maps[lo:hi])
                 if progress is not None:
-                    progress(next_emit, N)
+                    progress(hi, N)
     finally:
         for mod, was in modes:
             mod.training = was

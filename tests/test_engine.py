@@ -60,9 +60,9 @@ def model():
 
 @pytest.fixture(scope="module")
 def batch224():
-    """Three noised 224-px maps: tiger at k = 30, 70, 99 (99 = clean) and the Persian cat at 60."""
-    x = torch.cat([_noised(_image(TIGER[0], 224), [30, 70, 99]), _noised(_image(PERSIAN[0], 224), [60], seed=1)])
-    return x, torch.tensor([TIGER[1]] * 3 + [PERSIAN[1]])
+    """Three noised 224-px maps: tiger at k = 30 and 99 (clean), the Persian cat at k = 60."""
+    x = torch.cat([_noised(_image(TIGER[0], 224), [30, 99]), _noised(_image(PERSIAN[0], 224), [60], seed=1)])
+    return x, torch.tensor([TIGER[1]] * 2 + [PERSIAN[1]])
 
 
 @pytest.fixture(scope="module")
@@ -74,11 +74,11 @@ def batch64():
 # ------------------------------------------------------------------ equivalence with Captum
 def test_integrated_gradients_matches_captum(model, batch224):
     x, t = batch224
-    spec = method_spec("integrated_gradients", {"n_steps": 8})
-    got = attribute(model, x, t, spec, batch_size=6)  # batches straddle maps
+    spec = method_spec("integrated_gradients", {"n_steps": 6})
+    got = attribute(model, x, t, spec, batch_size=4)  # batches straddle maps
     ig = captum_attr.IntegratedGradients(model)
     for i in range(len(x)):
-        ref = ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=8).sum(1)[0].numpy()
+        ref = ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=6).sum(1)[0].numpy()
         assert _rel(got[i], ref) <= 1e-4, i
 
 
@@ -134,9 +134,9 @@ def _captum_gs_with_recorded_draws(model, x, t, baselines, n_samples, stdevs, mo
 
 def test_gradient_shap_matches_captum_given_its_draws(model, batch224, monkeypatch):
     x, t = batch224
-    ref, draws = _captum_gs_with_recorded_draws(model, x, t, torch.zeros(1, 3, 224, 224), 5, 0.1, monkeypatch)
-    spec = method_spec("gradient_shap", {"n_samples": 5, "stdevs": 0.1})
-    got = attribute(model, x, t, spec, batch_size=7, draws=draws)
+    ref, draws = _captum_gs_with_recorded_draws(model, x, t, torch.zeros(1, 3, 224, 224), 4, 0.1, monkeypatch)
+    spec = method_spec("gradient_shap", {"n_samples": 4, "stdevs": 0.1})
+    got = attribute(model, x, t, spec, batch_size=5, draws=draws)
     for i in range(len(x)):
         assert _rel(got[i], ref[i]) <= 1e-4, i
 
@@ -152,15 +152,15 @@ def test_gradient_shap_uniform_baselines_match_captum(model, batch64, monkeypatc
 
 def test_occlusion_matches_captum(model):
     # 96 px: (96 - 15) / 8 is not an integer, so the last window row/column is cropped
-    x = torch.cat([_noised(_image(TIGER[0], 96), [40, 99]), _noised(_image(PERSIAN[0], 96), [70])])
-    t = torch.tensor([TIGER[1], TIGER[1], PERSIAN[1]])
+    x = torch.cat([_noised(_image(TIGER[0], 96), [40]), _noised(_image(PERSIAN[0], 96), [70])])
+    t = torch.tensor([TIGER[1], PERSIAN[1]])
     spec = method_spec("occlusion", {"window": [3, 15, 15], "stride": [3, 8, 8]})
     assert spec.evals_per_map((3, 96, 96)) == 1 + 12 * 12
     got = attribute(model, x, t, spec, batch_size=64)
     occ = captum_attr.Occlusion(model)
     for i in range(len(x)):
         ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 15, 15), strides=(3, 8, 8), baselines=0.0,
-                            target=int(t[i]), perturbations_per_eval=16).sum(1)[0].numpy()
+                            target=int(t[i]), perturbations_per_eval=29).sum(1)[0].numpy()
         assert _rel(got[i], ref) <= 1e-4, i
 
 
@@ -189,12 +189,15 @@ def test_padding_does_not_leak_and_results_do_not_depend_on_batch_size(model, ba
     spec = method_spec("integrated_gradients", {"n_steps": 5})
     whole = attribute(model, x, t, spec, batch_size=15)
     assert engine.last_run_stats["padded_evals"] == 0 and engine.last_run_stats["batches"] == 1
+    alone = [attribute(model, x[i:i + 1], t[i:i + 1], spec)[0] for i in range(len(x))]  # no company
+    for i in range(len(x)):
+        assert _rel(whole[i], alone[i]) <= 1e-5
     for bs in (4, 8, 2):  # 15 evaluations = 4+4+4+3, 8+7, 7 x 2 + 1: the last batch padded by one
         got = attribute(model, x, t, spec, batch_size=bs)
         assert engine.last_run_stats["padded_evals"] >= 1, bs
         assert _rel(got, whole) <= 1e-5, bs
-        for i in range(len(x)):  # each map alone (no other map in its batches)
-            assert _rel(got[i], attribute(model, x[i:i + 1], t[i:i + 1], spec, batch_size=5)[0]) <= 1e-5
+        for i in range(len(x)):
+            assert _rel(got[i], alone[i]) <= 1e-5, (bs, i)
 
 
 def test_padding_is_excluded_for_occlusion_too(model, batch64):
