@@ -11,6 +11,7 @@ import json
 import os
 import shutil
 import uuid
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -87,7 +88,11 @@ def open_store(path: str | os.PathLike) -> xr.Dataset:
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise DiffxaiError(f"{path} is not a complete Zarr store (no zarr.json)")
-    return xr.open_zarr(path, consolidated=False)
+    with warnings.catch_warnings():
+        # Snakemake drops .snakemake_timestamp into directory outputs; zarr warns about it
+        warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        ds = xr.open_zarr(path, consolidated=False)
+    return ds
 
 
 def json_attr(value) -> str:
