@@ -7,7 +7,8 @@
 #
 # The node declares one fake GPU (gres gpu:1, no device file) so that jobs asking for
 # `--gpus=1` are scheduled; nothing is bound to a real device.
-# Partition: "ci" (default). No accounting database: use `squeue` as the status command
+# Partitions: "ci" (default) and "gpu", both on the one node (the test routes the attribution
+# jobs to "gpu" as a cluster with a GPU partition would). No accounting database: use `squeue` as the status command
 # and submit without an account (see tests/slurm/config.yaml).
 set -euo pipefail
 
@@ -88,6 +89,7 @@ MpiDefault=none
 SlurmdParameters=config_overrides
 NodeName=${HOST} NodeAddr=127.0.0.1 CPUs=${cpus} RealMemory=${mem_mb} Gres=gpu:1 State=UNKNOWN
 PartitionName=${PARTITION} Nodes=${HOST} Default=YES MaxTime=INFINITE State=UP
+PartitionName=gpu Nodes=${HOST} Default=NO MaxTime=INFINITE State=UP
 EOF
     cat > "$CONF_DIR/gres.conf" <<EOF
 # fake GPU. SLURM 22.05 drops a file-less GPU ("Removing file-less GPU ... from final GRES
@@ -95,12 +97,19 @@ EOF
 # nothing is constrained; jobs get CUDA_VISIBLE_DEVICES=0 and no real device.
 NodeName=${HOST} Name=gpu File=/dev/null Count=1
 EOF
-    log "wrote $CONF_DIR/slurm.conf (CPUs=$cpus RealMemory=$mem_mb, partition $PARTITION) and gres.conf"
+    log "wrote $CONF_DIR/slurm.conf (CPUs=$cpus RealMemory=$mem_mb, partitions $PARTITION, gpu) and gres.conf"
 }
 
 # a live process (PID 1 here may not reap daemons' exited parents: a zombie counts as gone)
 alive() { [ -r "/proc/$1/status" ] && ! grep -q '^State:[[:space:]]*Z' "/proc/$1/status" 2>/dev/null; }
-pid_alive() { [ -s "$1" ] && alive "$(cat "$1")"; }
+# pidfile [name]: the pid in it is alive and (a pid file left by a killed daemon may name a
+# reused pid) runs the program `name`, by default the pid file's base name
+pid_alive() {
+    local pid name=${2:-$(basename "$1" .pid)}
+    [ -s "$1" ] || return 1
+    pid=$(cat "$1")
+    alive "$pid" && [ "$(cat "/proc/$pid/comm" 2>/dev/null)" = "$name" ]
+}
 
 start_munge() {
     if pid_alive "$MUNGE_PID"; then log "munged already running"; return; fi
