@@ -99,7 +99,7 @@ def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared
     c, h, w = x0.shape
     coords = schedule_coords(ac, ks)
     coords.update(seed=("seed", np.asarray(seeds, dtype=np.int64)),
-                  channel=("channel", ["R", "G", "B"][:c]))  # y, x: dims without coords (x is the variable)
+                  channel=("channel", np.arange(c)))  # 0, 1, 2 = R, G, B; y, x: dims without coords
     cfg = scheduler.config
     schedule = {k: cfg[k] for k in ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end")}
     ds = xr.Dataset(
@@ -107,6 +107,6 @@ def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared
          "x0": (("channel", "y", "x"), x0.numpy().astype(np.float32))},
         coords=coords,
         attrs={"schedule": json.dumps(schedule, sort_keys=True), "alphas_cumprod": ac.tolist(),
-               "seeds": [int(s) for s in seeds], "noise_mode": mode},
+               "seeds": [int(s) for s in seeds], "noise_mode": mode, "channel_names": "RGB"},
     )
     return ds
