@@ -38,10 +38,10 @@ def load_sample(synset: str, size: int = 224) -> np.ndarray:
 def snakemake(workdir: Path, *args, config_files=(TINY,), check=True, timeout=900, **popen):
     """Run the real workflow in ``workdir`` (a temp folder) with the repo's Snakefile."""
     cmd = [SNAKEMAKE, "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir), "--cores", "2"]
-    for cf in config_files:
-        cmd += ["--configfile", str(cf)]
+    if config_files:  # one flag with several files: a repeated --configfile keeps only the last
+        cmd += ["--configfile", *map(str, config_files)]
     cmd += ["--config", f"image_dir={SHARED}", *args]
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DIFFXAI_GPU_COUNT": os.environ.get("DIFFXAI_GPU_COUNT", "0")}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "DIFFXAI_GPU_COUNT": "0", **popen.pop("env", {})}
     if popen.pop("background", False):
         return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                 text=True, start_new_session=True, **popen)
@@ -57,5 +57,8 @@ def tiny_run(tmp_path_factory):
     if not SHARED.is_dir():
         pytest.skip("shared samples not present")
     work = tmp_path_factory.mktemp("tiny")
-    res = snakemake(work)
+    # a workstation with two (fake) GPUs: two attribution jobs at once, each claims its own device
+    locks = tmp_path_factory.mktemp("gpu-locks")
+    res = snakemake(work, "--resources", "gpu=2",
+                    env={"DIFFXAI_GPU_COUNT": "2", "DIFFXAI_GPU_LOCK_DIR": str(locks)})
     return work, res

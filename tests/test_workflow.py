@@ -62,6 +62,9 @@ def test_every_output_of_the_tiny_dag(tiny_run):
             assert a.attrs["method"] == m and a.attrs["precision"] == "fp32"
             assert (a["target"].values == probs.attrs["class_index"]).all()
             assert (r / "benchmarks" / f"attribute_{m}" / f"{s}.tsv").is_file()
+            assert a.attrs["gpu_slot"] in (0, 1), "each GPU job claimed one of the two fake devices"
+            log = (r / "logs" / f"attribute_{m}" / f"{s}.log").read_text()
+            assert f"CUDA_VISIBLE_DEVICES={a.attrs['gpu_slot']}" in log
         assert (r / "figures" / f"onset_{s}.png").stat().st_size > 10_000
         assert (r / "figures" / f"onset_{s}.pdf").is_file()
     per_class = pd.read_csv(r / "onset.csv")
