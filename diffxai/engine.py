@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 import time
 import warnings
 import weakref
@@ -45,6 +46,8 @@ _oom_hook: Callable[[int], None] | None = None
 #: statistics of the most recent ``attribute`` call (batch size used, batches, padding, OOM
 #: halvings, compile seconds, ...); read by the benchmark and the tests.
 last_run_stats: dict[str, Any] = {}
+#: lets a test exercise the compile path on the CPU (compile=True is otherwise CUDA only)
+_ALLOW_CPU_COMPILE = False
 #: CPU default batch sizes (images per device batch), measured on a 2-core CPU with
 #: EfficientNet-Lite0 at 224 px: throughput is flat from ~16 on, memory is not (73 MB of
 #: activations per image and pass); see bench/RESULTS.md.
@@ -52,13 +55,17 @@ CPU_BATCH_GRAD = 32
 CPU_BATCH_NOGRAD = 64
 #: use channels_last on CUDA (never on the CPU: with depthwise convs it was 3x slower there).
 CUDA_CHANNELS_LAST = True
+#: cudnn.benchmark during engine calls on CUDA (all batches of a call share one shape)
+CUDNN_BENCHMARK = True
 #: fold eval-mode BatchNorm into the preceding conv. Exact up to rounding, but EfficientNet-Lite0's
 #: input gradient is piecewise constant (ReLU6 kinks): rounding-level changes of the forward pass
 #: flip kinks and move single gradients by 1e-3..1e-2 (measured on the CPU, real noised images),
 #: so folding breaks the 1e-4 equivalence with Captum; off unless the benchmark shows it pays.
 FOLD_BN = {"cpu": False, "cuda": False}
-#: torch.compile mode used by ``compile=True``.
-COMPILE_MODE: str | None = "max-autotune-no-cudagraphs"
+#: torch.compile mode used by ``compile=True`` (None = inductor's default). "max-autotune-no-cudagraphs"
+#: autotunes every conv shape (many minutes for this network) and CUDA graphs gain little at
+#: these batch sizes; override with the environment variable DIFFXAI_COMPILE_MODE.
+COMPILE_MODE: str | None = os.environ.get("DIFFXAI_COMPILE_MODE") or None
 
 
 # --------------------------------------------------------------------------------------------
@@ -329,7 +336,9 @@ class _Occ(_Expansion):
         self.ar = [torch.arange(d, device=dev) for d in self.shape]
         self.device = dev
         # sum of all masks (Captum's weights), the same for every map
-        self.weight = self._masks(torch.arange(1, self.n, device=dev)).sum(0)
+        self.weight = torch.zeros(self.shape, device=dev)
+        for k in range(1, self.n, 64):
+            self.weight += self._masks(torch.arange(k, min(k + 64, self.n), device=dev)).sum(0)
 
     def _starts(self, p):  # p: feature numbers (0-based)
         out, rem = [], p
@@ -535,12 +544,12 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     if draws is not None and len(draws) != N:
         raise DiffxaiError(f"{spec.name}: {N} inputs but {len(draws)} draws")
     dev = torch.device(device)
-    if compile and dev.type != "cuda":
+    if compile and dev.type != "cuda" and not _ALLOW_CPU_COMPILE:
         warnings.warn("compile=True is for CUDA only; running eager on the CPU", stacklevel=2)
         compile = False
     out_maps = np.empty((N,) + shape[1:], dtype=np.float32)
     stats = {"method": spec.name, "n_maps": N, "device": str(dev), "precision": precision, "batches": 0,
-             "padded_evals": 0, "oom_halvings": 0, "compile_s": 0.0}
+             "padded_evals": 0, "oom_halvings": 0}
     last_run_stats = stats
     if N == 0:
         return out_maps
@@ -552,11 +561,16 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     B = int(batch_size) if batch_size is not None else default_batch_size(dev, exp.grad, precision)
     if B < 1:
         raise DiffxaiError(f"{spec.name}: batch_size must be >= 1, got {batch_size}")
-    if not compile and total <= B:
-        B = total  # one batch for the whole call: nothing to pad
-    elif not compile:
+    if compile:
+        pass  # one fixed shape: every batch padded to B (a new shape would recompile)
+    elif dev.type == "cuda":
+        if total < B:  # few shapes, so cudnn's autotuner (benchmark mode) tunes each once
+            B = 1 << (total - 1).bit_length()
+    elif total <= B:
+        B = total  # CPU, one batch for the whole call: nothing to pad
+    else:
         nb = -(-total // B)
-        B = -(-total // nb)  # balanced batches: < 1 padded evaluation per batch
+        B = -(-total // nb)  # CPU: balanced batches, < 1 padded evaluation per batch
     stats["batch_size"] = B
     net, info = prepare_model(model, dev, compile=compile)
     stats.update(info)
@@ -566,10 +580,12 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     # caller's own flags are restored afterwards
     modes = [(mod, mod.training) for mod in net.modules()]
     net.eval()
-    prev_tf32 = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    prev_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+                  torch.backends.cudnn.benchmark)
     if dev.type == "cuda":  # fp32 means fp32: no TF32 (bf16 runs under autocast anyway)
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK  # fixed batch shapes: tune once, reuse
 
     states: dict[int, _MapState] = {}
     # per-map accumulators live in slots of one tensor: the maps in flight are exactly those the
@@ -645,7 +661,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         pos = 0
         while pos < total:
             n = min(B, total - pos)
-            Bp = B if (compile or total > B) else n
+            Bp = B  # the last batch is padded to the fixed batch shape
             try:
                 t0 = time.perf_counter()
                 runs, contrib = run_batch(pos, n, Bp)
@@ -696,8 +712,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         for mod, was in modes:
             mod.training = was
         if dev.type == "cuda":
-            torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev_tf32
+            (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
+             torch.backends.cudnn.benchmark) = prev_flags
     if compile and first_batch_s is not None:
-        stats["compile_s"] = first_batch_s  # first batch includes tracing + compilation
+        stats["first_batch_s"] = first_batch_s  # includes tracing + compilation on a first call
     stats["wall_s"] = time.perf_counter() - t_prep
     return out_maps

@@ -1,0 +1,581 @@
+"""``python -m diffxai.bench``: model ceilings, the naive one-Captum-call-per-map loop and the
+batched engine, on real noised images of the four study classes.
+
+    python -m diffxai.bench --device cuda --json bench.json
+    python -m diffxai.bench --device cpu --quick
+
+Sections (each written to the JSON as soon as it is done, so a run cut short keeps what it has):
+1. model ceilings: forward and forward+backward img/s, fp32 and bf16, eager NCHW (+ channels_last,
+   BatchNorm folded, TF32 and torch.compile on CUDA);
+2. per method at identical settings (IG n_steps=50, GradientSHAP n_samples=20, Occlusion
+   window 15 stride 8): the naive loop (few maps), the engine (more maps), their rates, the
+   engine's rate over the eager fp32 ceiling-implied rate (ceiling img/s / evaluations per map),
+   the engine's max relative error vs Captum and bf16's error vs fp32;
+3. the paper workload (4 classes x 100 steps x 3 methods at config/paper.yaml's settings) and the
+   ImageNet-1000 projection (1000 classes x 100 steps x 3 methods). Both are projected from
+   per-map times measured on a subset of the maps; the output says how many were measured.
+"""
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import engine
+from .errors import DiffxaiError
+
+STUDY = ("n02123394", "n02123597", "n02124075", "n02129604")  # Persian, Siamese, Egyptian cat, tiger
+ROOT = Path(__file__).resolve().parents[1]
+COMPARE = {  # identical settings for the naive loop and the engine
+    "integrated_gradients": {"n_steps": 50},
+    "gradient_shap": {"n_samples": 20, "stdevs": 0.0},
+    "occlusion": {"window": [3, 15, 15], "stride": [3, 8, 8], "baseline": 0.0},
+}
+PAPER_DEFAULT = {
+    "integrated_gradients": {"n_steps": 20, "method": "gausslegendre"},
+    "gradient_shap": {"n_samples": 20, "stdevs": 0.0, "baselines": "zero", "n_baselines": 1},
+    "occlusion": {"window": [3, 15, 15], "stride": [3, 8, 8], "baseline": 0.0},
+}
+
+
+# --------------------------------------------------------------------------------------------
+# data
+# --------------------------------------------------------------------------------------------
+def _paper_settings(path: Path) -> tuple[dict, str]:
+    try:
+        import yaml
+
+        cfg = yaml.safe_load(path.read_text())
+        att = cfg["attribution"]
+        out = {m: dict(att[m]) for m in PAPER_DEFAULT}
+        return out, str(path)
+    except Exception as exc:  # missing file or other layout: the study's settings
+        return PAPER_DEFAULT, f"built-in (could not read {path}: {type(exc).__name__})"
+
+
+def _class_index(synset: str) -> int:
+    for line in (ROOT / "diffxai" / "data" / "imagenet_classes.tsv").read_text().splitlines()[1:]:
+        f = line.split("\t")
+        if f[1] == synset:
+            return int(f[0])
+    raise DiffxaiError(f"synset {synset} not in the class table")
+
+
+def _load_x0(image_dir: Path, synset: str) -> torch.Tensor:
+    from .images import find_image, load_rgb, preprocess
+
+    rgb, _ = load_rgb(find_image(image_dir, synset))
+    rgb, _ = preprocess(rgb, 256, 224)
+    return torch.from_numpy(rgb.astype(np.float32)).permute(2, 0, 1) / 127.5 - 1.0
+
+
+def _alpha_bar(T=100, beta_start=1e-4, beta_end=0.02) -> torch.Tensor:
+    return torch.cumprod(1 - torch.linspace(beta_start, beta_end, T, dtype=torch.float64), 0)
+
+
+class Maps:
+    """Noised study images: map j = class j % 4 at study step k spread over 0..99."""
+
+    def __init__(self, x0s: list[torch.Tensor], targets: list[int], seed: int = 0):
+        self.x0s, self.targets = x0s, targets
+        self.ab = _alpha_bar()
+        g = torch.Generator().manual_seed(seed)
+        self.eps = [torch.randn(x0s[0].shape, generator=g) for _ in x0s]
+
+    def get(self, n: int, offset: int = 0, cls: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        xs, ts = [], []
+        for j in range(offset, offset + n):
+            c = j % len(self.x0s) if cls is None else cls
+            k = (j * 37) % 100 if cls is None else j % 100  # study step; t = 99 - k
+            a = self.ab[99 - k]
+            xs.append((a.sqrt() * self.x0s[c] + (1 - a).sqrt() * self.eps[c]).float())
+            ts.append(self.targets[c])
+        return torch.stack(xs), torch.tensor(ts)
+
+
+# --------------------------------------------------------------------------------------------
+# timing helpers
+# --------------------------------------------------------------------------------------------
+def _sync(dev):
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _timed(fn, dev):
+    _sync(dev)
+    t = time.perf_counter()
+    r = fn()
+    _sync(dev)
+    return time.perf_counter() - t, r
+
+
+def _rel(a, b) -> float:
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
+
+
+@contextlib.contextmanager
+def _tf32(on: bool):
+    prev = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = on
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
+
+
+def ceiling(net, dev, B, grad, precision="fp32", channels_last=False, reps=5, warm=2, size=224) -> float:
+    """Images per second of the bare model (forward, or forward + input-gradient backward)."""
+    g = torch.Generator(device="cpu").manual_seed(1)
+    x = (torch.rand(B, 3, size, size, generator=g) * 2 - 1).to(dev)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+
+    def step():
+        with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            if grad:
+                xr = x.detach().requires_grad_(True)
+                with torch.enable_grad():
+                    y = net(xr).float()
+                    torch.autograd.grad(y[:, 0].sum(), xr)
+            else:
+                with torch.no_grad():
+                    net(x)
+
+    for _ in range(warm):
+        step()
+    ts = [_timed(step, dev)[0] for _ in range(reps)]
+    return B / float(np.median(ts))
+
+
+# --------------------------------------------------------------------------------------------
+# the naive loop: one Captum call per map
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def _record_gs_draws(rec: dict):
+    """Record what Captum's GradientShap draws: torch.normal (NoiseTunnel noise), np.random.choice
+    (baseline indices, _expand_and_update_baselines), np.random.uniform (path coefficients)."""
+    real = (torch.normal, np.random.choice, np.random.uniform)
+
+    def normal(*a, **k):
+        rec["noise"] = real[0](*a, **k)
+        return rec["noise"]
+
+    def choice(*a, **k):
+        rec["baseline_index"] = np.asarray(real[1](*a, **k))
+        return rec["baseline_index"]
+
+    def uniform(*a, **k):
+        rec["alpha"] = np.asarray(real[2](*a, **k))
+        return rec["alpha"]
+
+    torch.normal, np.random.choice, np.random.uniform = normal, choice, uniform
+    try:
+        yield
+    finally:
+        torch.normal, np.random.choice, np.random.uniform = real
+
+
+def naive(model, x, t, spec: engine.MethodSpec, dev) -> tuple[np.ndarray, list | None]:
+    """One Captum call per map, as a user would write it. Returns maps and (GS) Captum's draws."""
+    from captum.attr import GradientShap, IntegratedGradients, Occlusion
+
+    maps, draws = [], []
+    for i in range(len(x)):
+        xi = x[i:i + 1].to(dev)
+        ti = int(t[i])
+        if spec.name == "integrated_gradients":
+            a = IntegratedGradients(model, multiply_by_inputs=spec.multiply_by_inputs).attribute(
+                xi, baselines=0.0, target=ti, n_steps=spec.n_steps, method=spec.method)
+        elif spec.name == "gradient_shap":
+            rec: dict = {}
+            with _record_gs_draws(rec):
+                a = GradientShap(model, multiply_by_inputs=spec.multiply_by_inputs).attribute(
+                    xi, baselines=torch.zeros(1, *xi.shape[1:], device=dev), n_samples=spec.n_samples,
+                    stdevs=spec.stdevs, target=ti)
+            draws.append({"noise": rec["noise"].detach().clone(), "baseline_index": rec["baseline_index"],
+                          "alpha": rec["alpha"]})
+        else:
+            a = Occlusion(model).attribute(xi, sliding_window_shapes=tuple(spec.window), strides=tuple(spec.stride),
+                                           baselines=spec.baseline, target=ti)
+        maps.append(a.detach().sum(1)[0].float().cpu().numpy())
+    return np.stack(maps), (draws if spec.name == "gradient_shap" else None)
+
+
+# --------------------------------------------------------------------------------------------
+# the benchmark
+# --------------------------------------------------------------------------------------------
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.dev = torch.device(args.device)
+        self.t_start = time.perf_counter()
+        self.res: dict = {"sections_done": []}
+        self.lines: list[str] = []
+        self._naive: dict = {}
+
+    # ---- bookkeeping
+    def left(self) -> float:
+        return self.args.budget_s - (time.perf_counter() - self.t_start)
+
+    def save(self, section: str | None = None):
+        if section:
+            self.res["sections_done"].append(section)
+        self.res["elapsed_s"] = round(time.perf_counter() - self.t_start, 1)
+        if self.args.json:
+            p = Path(self.args.json)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            tmp = p.with_suffix(p.suffix + ".tmp")
+            tmp.write_text(json.dumps(self.res, indent=1, default=str))
+            os.replace(tmp, p)
+
+    def say(self, line: str):
+        print(line, flush=True)
+        self.lines.append(line)
+
+    # ---- sections
+    def env(self):
+        import captum
+
+        d = {"python": platform.python_version(), "torch": torch.__version__, "captum": captum.__version__,
+             "numpy": np.__version__, "device": str(self.dev), "threads": torch.get_num_threads(),
+             "cpu_count": os.cpu_count(), "quick": self.args.quick, "budget_s": self.args.budget_s,
+             "compile_mode": engine.COMPILE_MODE}
+        try:
+            d["loadavg_start"] = os.getloadavg()
+        except OSError:
+            pass
+        if self.dev.type == "cuda":
+            p = torch.cuda.get_device_properties(self.dev)
+            d.update(gpu=p.name, gpu_mem_gib=round(p.total_memory / 2**30, 1), sms=p.multi_processor_count,
+                     cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version())
+        else:
+            d["cpu"] = platform.processor() or platform.machine()
+        d["image_size"] = self.args.size
+        self.res["env"] = d
+        self.say("env: " + ", ".join(f"{k}={v}" for k, v in d.items()))
+        self.save("env")
+
+    def data(self):
+        img_dir = Path(self.args.image_dir)
+        if not img_dir.is_dir() or not any(img_dir.glob(f"{STUDY[0]}*")):
+            img_dir = ROOT / ".devdata"
+        x0s = [_load_x0(img_dir, s) for s in STUDY]
+        if self.args.size != 224:  # smoke tests of this script: the model is fully convolutional
+            x0s = [torch.nn.functional.interpolate(x[None], size=(self.args.size,) * 2, mode="bilinear",
+                                                   antialias=True)[0] for x in x0s]
+        self.maps = Maps(x0s, [_class_index(s) for s in STUDY])
+        self.paper, src = _paper_settings(Path(self.args.config))
+        self.res["data"] = {"image_dir": str(img_dir), "classes": list(STUDY), "paper_settings": self.paper,
+                            "paper_settings_from": src}
+        self.say(f"images from {img_dir}; paper settings from {src}: {json.dumps(self.paper)}")
+
+    def ceilings(self):
+        from .models import load_classifier
+
+        dev, cuda = self.dev, self.dev.type == "cuda" or self.args.flow_test
+        self.model = load_classifier("efficientnet_lite0", dev)
+        self.Bg = engine.default_batch_size(dev, True)
+        self.Bf = engine.default_batch_size(dev, False)
+        reps = 3 if not cuda else 10
+        c: dict = {"batch_fwd": self.Bf, "batch_fwdbwd": self.Bg}
+        plain, _ = engine.prepare_model(self.model, dev, fold_bn=False, channels_last=False)
+        configs = [("eager_fp32", plain, "fp32", False), ("eager_bf16", plain, "bf16", False)]
+        cl, _ = engine.prepare_model(self.model, dev, fold_bn=False, channels_last=True)
+        configs.append(("eager_channels_last_fp32", cl, "fp32", True))
+        if cuda:
+            configs.append(("eager_channels_last_bf16", cl, "bf16", True))
+            fold, info = engine.prepare_model(self.model, dev, fold_bn=True, channels_last=True)
+            if info["fold_bn"]:
+                configs.append(("eager_channels_last_foldbn_fp32", fold, "fp32", True))
+        for name, net, prec, clast in configs:
+            if self.left() < 30:
+                break
+            c[name] = {"fwd": ceiling(net, dev, self.Bf, False, prec, clast, reps, size=self.args.size),
+                       "fwdbwd": ceiling(net, dev, self.Bg, True, prec, clast, reps, size=self.args.size)}
+            self.say(f"ceiling {name:36s} fwd {c[name]['fwd']:9.1f} img/s   fwd+bwd {c[name]['fwdbwd']:9.1f} img/s")
+            self.res["ceilings"] = c
+            self.save()
+        if cuda and self.left() > 30:
+            prev = torch.backends.cudnn.benchmark
+            torch.backends.cudnn.benchmark = True
+            try:
+                c["eager_fp32_cudnn_benchmark"] = {
+                    "fwd": ceiling(plain, dev, self.Bf, False, "fp32", False, reps, size=self.args.size),
+                    "fwdbwd": ceiling(plain, dev, self.Bg, True, "fp32", False, reps, size=self.args.size)}
+                c["eager_channels_last_fp32_cudnn_benchmark"] = {
+                    "fwd": ceiling(cl, dev, self.Bf, False, "fp32", True, reps, size=self.args.size),
+                    "fwdbwd": ceiling(cl, dev, self.Bg, True, "fp32", True, reps, size=self.args.size)}
+            finally:
+                torch.backends.cudnn.benchmark = prev
+            for k in ("eager_fp32_cudnn_benchmark", "eager_channels_last_fp32_cudnn_benchmark"):
+                self.say(f"ceiling {k:36s} fwd {c[k]['fwd']:9.1f} img/s   fwd+bwd {c[k]['fwdbwd']:9.1f} img/s")
+            with _tf32(True):
+                c["eager_tf32"] = {"fwd": ceiling(plain, dev, self.Bf, False, "fp32", False, reps, size=self.args.size),
+                                   "fwdbwd": ceiling(plain, dev, self.Bg, True, "fp32", False, reps, size=self.args.size)}
+            self.say(f"ceiling {'eager_tf32':36s} fwd {c['eager_tf32']['fwd']:9.1f} img/s   "
+                     f"fwd+bwd {c['eager_tf32']['fwdbwd']:9.1f} img/s")
+        self.res["ceilings"] = c
+        self.save("ceilings")
+
+    def compiled_ceilings(self):
+        dev = self.dev
+        c = self.res["ceilings"]
+        net, info = engine.prepare_model(self.model, dev, compile=True)
+        t0 = time.perf_counter()
+        ceiling(net, dev, self.Bg, True, "fp32", info["channels_last"], reps=1, warm=0, size=self.args.size)
+        cg = time.perf_counter() - t0
+        fb = ceiling(net, dev, self.Bg, True, "fp32", info["channels_last"], reps=10, size=self.args.size)
+        t0 = time.perf_counter()
+        ceiling(net, dev, self.Bf, False, "fp32", info["channels_last"], reps=1, warm=0, size=self.args.size)
+        cf = time.perf_counter() - t0
+        f = ceiling(net, dev, self.Bf, False, "fp32", info["channels_last"], reps=10, size=self.args.size)
+        c["compiled_fp32"] = {"fwd": f, "fwdbwd": fb, "compile_s_fwdbwd": cg, "compile_s_fwd": cf,
+                              "mode": engine.COMPILE_MODE, "channels_last": info["channels_last"]}
+        self.say(f"ceiling {'compiled_fp32 (' + str(engine.COMPILE_MODE) + ')':36s} fwd {f:9.1f} img/s   "
+                 f"fwd+bwd {fb:9.1f} img/s   (compile {cg:.0f} s + {cf:.0f} s)")
+        self.save("compiled_ceilings")
+
+    def _engine(self, x, t, spec, **kw):
+        return _timed(lambda: engine.attribute(self.model, x, t, spec, device=self.dev, **kw), self.dev)
+
+    def method(self, name: str, settings: dict, n_naive: int, n_engine: int, tag: str, variants=("eager",),
+               naive_rounds: int = 1):
+        """Naive loop vs engine for one method at one setting."""
+        dev = self.dev
+        spec = engine.method_spec(name, settings)
+        E = spec.evals_per_map((3, self.args.size, self.args.size))
+        r = self.res.setdefault("methods", {}).setdefault(tag, {"method": name, "settings": spec.settings(),
+                                                                "evals_per_map": E})
+        x_n, t_n = self.maps.get(n_naive)
+        x_e, t_e = self.maps.get(n_engine, offset=1000)
+        keys = list(range(len(x_e)))
+        # warm-up (cudnn/mkldnn handles, kernels): one map each way, not timed
+        # (enough maps for one full batch, so cudnn's autotuner sees the timed shape)
+        kw_ = min(n_engine, -(-engine.default_batch_size(dev, spec.name != "occlusion") // E) + 1)
+        if tag not in self._naive and dev.type == "cuda":  # (CPU: interleaved rounds, best of)
+            naive(self.model, x_n[:1], t_n[:1], spec, dev)
+            engine.attribute(self.model, x_e[:kw_], t_e[:kw_], spec, device=dev)
+        naive_s, eng_s = [], []
+        ref = draws = None
+        if "eager" not in variants and tag in self._naive:  # naive loop measured before: reuse it
+            ref, draws = self._naive[tag]
+        else:
+            for rnd in range(naive_rounds):  # interleaved: the CPU is shared, its speed drifts
+                s, (ref, draws) = _timed(lambda: naive(self.model, x_n, t_n, spec, dev), dev)
+                naive_s.append(s / n_naive)
+                if "eager" in variants:
+                    s, _ = self._engine(x_e, t_e, spec, draw_keys=keys)
+                    eng_s.append(s / n_engine)
+            self._naive[tag] = (ref, draws)
+            r["naive"] = {"maps": n_naive, "s_per_map": float(np.min(naive_s)), "all_s_per_map": naive_s,
+                          "maps_per_s": 1 / float(np.min(naive_s))}
+        base_fwd = self.res["ceilings"]["eager_fp32"]["fwdbwd" if spec.name != "occlusion" else "fwd"]
+        r["ceiling_implied_maps_per_s"] = base_fwd / E
+        for v in variants:
+            kw = {"precision": "fp32"}
+            if v == "compiled":
+                kw["compile"] = True
+            elif v == "bf16":
+                kw["precision"] = "bf16"
+            elif v == "eager_nchw":
+                engine.CUDA_CHANNELS_LAST = False
+            try:
+                if v == "eager":
+                    s = float(np.min(eng_s))
+                    st = dict(engine.last_run_stats)
+                    first = None
+                else:
+                    first, _ = self._engine(x_e[:kw_], t_e[:kw_], spec, draw_keys=keys[:kw_], **kw)  # warm/compile
+                    s, _ = self._engine(x_e, t_e, spec, draw_keys=keys, **kw)
+                    s /= n_engine
+                    st = dict(engine.last_run_stats)
+                # accuracy on the naive maps (GS: Captum's own draws)
+                got = engine.attribute(self.model, x_n, t_n, spec, device=dev, draws=draws, **kw)
+                errs = [_rel(got[i], ref[i]) for i in range(len(ref))]
+                d = {"maps": n_engine, "s_per_map": s, "maps_per_s": 1 / s,
+                     "speedup_vs_naive": r["naive"]["s_per_map"] / s,
+                     "vs_ceiling_implied": (1 / s) / r["ceiling_implied_maps_per_s"],
+                     "max_rel_err_vs_captum": max(errs), "batch_size": st.get("batch_size"),
+                     "channels_last": st.get("channels_last"), "fold_bn": st.get("fold_bn")}
+                if first is not None and v == "compiled":
+                    d["first_call_s (compile)"] = first
+                r[v] = d
+                self.say(f"{tag:28s} {v:10s} naive {r['naive']['maps_per_s']:8.3f} maps/s | engine "
+                         f"{d['maps_per_s']:8.3f} maps/s = {d['speedup_vs_naive']:6.1f}x naive, "
+                         f"{d['vs_ceiling_implied']:5.2f}x ceiling-implied | max rel err {d['max_rel_err_vs_captum']:.1e}")
+            except DiffxaiError:
+                raise
+            except Exception as exc:  # a variant that breaks (compile, bf16 kernels) must not end the run
+                r[v] = {"error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"[:300]}
+                self.say(f"{tag:28s} {v:10s} FAILED: {r[v]['error']}")
+                if v == "eager":
+                    raise
+            finally:
+                engine.CUDA_CHANNELS_LAST = True
+            self.save()
+        if "bf16" in r and "eager" in r:
+            r["bf16"]["rel_err_vs_fp32_captum"] = r["bf16"]["max_rel_err_vs_captum"]
+        self.save(f"method:{tag}")
+        return r
+
+    def paper_workload(self, n_engine: dict, n_naive: int, variant: str = "eager", reuse_engine: bool = False):
+        """4 classes x 100 steps x 3 methods at the paper settings; times per map measured on
+        ``n_engine[method]`` maps (one class's steps 0..n-1) and scaled to 400 maps per method."""
+        dev = self.dev
+        out = {"maps_per_method": 400, "variant": variant, "methods": {}}
+        tot_e = tot_n = 0.0
+        for name in engine.METHODS:
+            settings = self.paper[name]
+            spec = engine.method_spec(name, settings)
+            m = None  # reuse the identical-settings measurement where the settings are the same
+            for tag, r in self.res.get("methods", {}).items():
+                if r["method"] == name and r["settings"] == spec.settings() and variant in r:
+                    m = r
+            if m is not None:
+                naive_s = m["naive"]["s_per_map"]
+            else:
+                x, t = self.maps.get(n_naive, offset=2000)
+                if dev.type == "cuda":
+                    naive(self.model, x[:1], t[:1], spec, dev)
+                naive_s = _timed(lambda: naive(self.model, x, t, spec, dev), dev)[0] / n_naive
+            if m is not None and reuse_engine:
+                eng, n_meas = m[variant]["s_per_map"], m[variant]["maps"]
+            else:  # the engine as the pipeline calls it: one call per class with its steps
+                x, t = self.maps.get(n_engine[name], cls=3)
+                kw = {"compile": variant == "compiled"}
+                if dev.type == "cuda":
+                    k = -(-engine.default_batch_size(dev, spec.name != "occlusion") // spec.evals_per_map()) + 1
+                    engine.attribute(self.model, x[:k], t[:k], spec, device=dev, **kw)
+                eng = _timed(lambda: engine.attribute(self.model, x, t, spec, device=dev,
+                                                      draw_keys=list(range(len(x))), **kw), dev)[0] / len(x)
+                n_meas = len(x)
+            out["methods"][name] = {"settings": spec.settings(), "naive_s_per_map": naive_s,
+                                    "engine_s_per_map": eng, "naive_s": 400 * naive_s, "engine_s": 400 * eng,
+                                    "measured_engine_maps": n_meas}
+            tot_e += 400 * eng
+            tot_n += 400 * naive_s
+            self.say(f"paper {name:22s} naive {400 * naive_s:9.1f} s   engine {400 * eng:8.1f} s   "
+                     f"({naive_s / eng:6.1f}x; engine measured on {n_meas} maps)")
+        out.update(engine_s=tot_e, naive_s=tot_n, ratio=tot_n / tot_e, imagenet1000_engine_s=250 * tot_e,
+                   imagenet1000_naive_s=250 * tot_n)
+        self.say(f"paper workload (4 x 100 x 3): engine {tot_e:.1f} s vs naive {tot_n:.1f} s = {tot_n / tot_e:.1f}x; "
+                 f"ImageNet-1000 (1000 x 100 x 3): engine {250 * tot_e / 3600:.2f} h vs naive {250 * tot_n / 3600:.1f} h")
+        self.res.setdefault("paper_workload", {})[variant] = out
+        self.save(f"paper:{variant}")
+
+    def table(self):
+        self.say("")
+        self.say("=" * 110)
+        env = self.res["env"]
+        self.say(f"diffxai.bench on {env.get('gpu', env.get('cpu'))} ({self.dev}), torch {env['torch']}, "
+                 f"captum {env['captum']}, {self.res['elapsed_s'] if 'elapsed_s' in self.res else '?'} s")
+        c = self.res.get("ceilings", {})
+        self.say(f"{'ceiling (img/s)':40s} {'forward':>10s} {'fwd+bwd':>10s}")
+        for k, v in c.items():
+            if isinstance(v, dict):
+                self.say(f"  {k:38s} {v['fwd']:10.1f} {v['fwdbwd']:10.1f}")
+        self.say(f"{'method / variant':40s} {'naive m/s':>10s} {'engine m/s':>11s} {'x naive':>8s} "
+                 f"{'x ceil-impl':>11s} {'max rel err':>11s}")
+        for tag, r in self.res.get("methods", {}).items():
+            for v in ("eager", "eager_nchw", "compiled", "bf16"):
+                if v in r and "maps_per_s" in r[v]:
+                    d = r[v]
+                    self.say(f"  {tag + ' / ' + v:38s} {r['naive']['maps_per_s']:10.3f} {d['maps_per_s']:11.3f} "
+                             f"{d['speedup_vs_naive']:8.1f} {d['vs_ceiling_implied']:11.2f} {d['max_rel_err_vs_captum']:11.1e}")
+        for v, p in self.res.get("paper_workload", {}).items():
+            self.say(f"paper workload [{v}]: engine {p['engine_s']:.1f} s, naive {p['naive_s']:.1f} s, "
+                     f"ratio {p['ratio']:.1f}x; ImageNet-1000: engine {p['imagenet1000_engine_s'] / 3600:.2f} h, "
+                     f"naive {p['imagenet1000_naive_s'] / 3600:.1f} h (projected from " + ", ".join(f"{k} {v['measured_engine_maps']}" for k, v in p["methods"].items())
+                     + " measured maps)")
+        self.say("=" * 110)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m diffxai.bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
+    ap.add_argument("--quick", action="store_true", help="fewer maps (CPU: a few minutes)")
+    ap.add_argument("--json", default=None, help="write all numbers here")
+    ap.add_argument("--image-dir", default=str(ROOT.parent / "shared" / "data" / "imagenet-samples"))
+    ap.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
+    ap.add_argument("--budget-s", type=float, default=None, help="skip optional sections past this many seconds")
+    ap.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile measurements")
+    ap.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)  # smoke tests only
+    ap.add_argument("--flow-test", action="store_true", help=argparse.SUPPRESS)  # run the CUDA plan on any device
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda but torch sees no GPU")
+    cuda = args.device == "cuda" or args.flow_test
+    if args.flow_test:
+        engine._ALLOW_CPU_COMPILE = True
+    if args.budget_s is None:
+        args.budget_s = 330.0 if cuda else (420.0 if args.quick else 3600.0)
+    if cuda:  # fp32 means fp32 for every fp32 number below (Captum's naive loop included)
+        torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    b = Bench(args)
+    b.env()
+    b.data()
+    b.ceilings()
+    q = args.quick
+    if cuda:
+        variants = ("eager", "bf16", "eager_nchw")
+        f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
+        b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
+                 variants)
+        b.method("gradient_shap", COMPARE["gradient_shap"], 3, (24 if q else 48) // f, "GS n_samples=20", variants)
+        b.method("occlusion", COMPARE["occlusion"], 2, max(1, (4 if q else 8) // f), "Occlusion 15/8", variants)
+        b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
+                          "occlusion": max(1, (8 if q else 20) // f)}, 3)
+        compiled_ok = False
+        if not args.no_compile and b.left() > 150:
+            try:
+                b.compiled_ceilings()
+                compiled_ok = True
+            except Exception as exc:
+                b.res["compile_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+                b.say(f"torch.compile FAILED: {b.res['compile_error'][:300]}")
+        if compiled_ok:
+            for name, tag, nn_, ne in (("integrated_gradients", "IG n_steps=50", 3, 48 // f),
+                                       ("gradient_shap", "GS n_samples=20", 3, 48 // f),
+                                       ("occlusion", "Occlusion 15/8", 2, max(1, 8 // f))):
+                if b.left() < 60:
+                    break
+                b.method(name, COMPARE[name], nn_, ne, tag, ("compiled",))
+            if b.left() > 30:
+                try:
+                    b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
+                                      "occlusion": max(1, 20 // f)}, 3, "compiled")
+                except Exception as exc:
+                    b.say(f"paper workload (compiled) FAILED: {type(exc).__name__}: {exc}"[:300])
+    else:
+        rounds = 2
+        b.method("integrated_gradients", COMPARE["integrated_gradients"], 1, 2 if q else 4, "IG n_steps=50",
+                 ("eager", "bf16"), naive_rounds=rounds)
+        b.method("gradient_shap", COMPARE["gradient_shap"], 1, 2 if q else 4, "GS n_samples=20", ("eager", "bf16"),
+                 naive_rounds=rounds)
+        b.method("occlusion", COMPARE["occlusion"], 1, 1 if q else 2, "Occlusion 15/8", ("eager",),
+                 naive_rounds=1 if q else 2)
+        b.paper_workload({"integrated_gradients": 2 if q else 8, "gradient_shap": 2 if q else 8,
+                          "occlusion": 1 if q else 2}, 1, reuse_engine=True)
+    try:
+        b.res["env"]["loadavg_end"] = os.getloadavg()
+    except OSError:
+        pass
+    b.save("done")
+    b.table()
+    b.res["table"] = b.lines
+    b.save()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
