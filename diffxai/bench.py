@@ -483,7 +483,9 @@ class Bench:
         self.say(f"{'ceiling (img/s)':40s} {'forward':>10s} {'fwd+bwd':>10s}")
         for k, v in c.items():
             if isinstance(v, dict):
-                self.say(f"  {k:38s} {v['fwd']:10.1f} {v['fwdbwd']:10.1f}")
+                extra = (f"   (compile {v['compile_s_fwdbwd']:.0f} s fwd+bwd, {v['compile_s_fwd']:.0f} s fwd; "
+                         f"mode {v['mode']})" if "compile_s_fwd" in v else "")
+                self.say(f"  {k:38s} {v['fwd']:10.1f} {v['fwdbwd']:10.1f}{extra}")
         self.say(f"{'method / variant':40s} {'naive m/s':>10s} {'engine m/s':>11s} {'x naive':>8s} "
                  f"{'x ceil-impl':>11s} {'max rel err':>11s}")
         for tag, r in self.res.get("methods", {}).items():
