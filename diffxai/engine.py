@@ -55,6 +55,8 @@ CPU_BATCH_GRAD = 32
 CPU_BATCH_NOGRAD = 64
 #: use channels_last on CUDA (never on the CPU: with depthwise convs it was 3x slower there).
 CUDA_CHANNELS_LAST = True
+#: TF32 for fp32 convs/matmuls on CUDA: off (measured error must be <= 1e-3 first; see bench)
+ALLOW_TF32 = False
 #: cudnn.benchmark during engine calls on CUDA (all batches of a call share one shape)
 CUDNN_BENCHMARK = True
 #: fold eval-mode BatchNorm into the preceding conv. Exact up to rounding, but EfficientNet-Lite0's
@@ -583,8 +585,8 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     prev_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
                   torch.backends.cudnn.benchmark)
     if dev.type == "cuda":  # fp32 means fp32: no TF32 (bf16 runs under autocast anyway)
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = ALLOW_TF32
+        torch.backends.cudnn.allow_tf32 = ALLOW_TF32
         torch.backends.cudnn.benchmark = CUDNN_BENCHMARK  # fixed batch shapes: tune once, reuse
 
     states: dict[int, _MapState] = {}
