@@ -387,8 +387,8 @@ class Bench:
                 kw["compile"] = True
             elif v == "bf16":
                 kw["precision"] = "bf16"
-            elif v == "eager_nchw":
-                engine.CUDA_CHANNELS_LAST = False
+            elif v == "eager_channels_last":
+                engine.CUDA_CHANNELS_LAST = True
             elif v == "tf32":
                 engine.ALLOW_TF32 = True
             elif v == "foldbn":
@@ -425,7 +425,7 @@ class Bench:
                 if v == "eager":
                     raise
             finally:
-                engine.CUDA_CHANNELS_LAST = True
+                engine.CUDA_CHANNELS_LAST = False
                 engine.ALLOW_TF32 = False
                 engine.FOLD_BN[dev.type] = False
             self.save()
@@ -495,7 +495,7 @@ class Bench:
         self.say(f"{'method / variant':40s} {'naive m/s':>10s} {'engine m/s':>11s} {'x naive':>8s} "
                  f"{'x ceil-impl':>11s} {'max rel err':>11s}")
         for tag, r in self.res.get("methods", {}).items():
-            for v in ("eager", "eager_nchw", "tf32", "foldbn", "compiled", "bf16"):
+            for v in ("eager", "eager_channels_last", "tf32", "foldbn", "compiled", "bf16"):
                 if v in r and "maps_per_s" in r[v]:
                     d = r[v]
                     self.say(f"  {tag + ' / ' + v:38s} {r['naive']['maps_per_s']:10.3f} {d['maps_per_s']:11.3f} "
@@ -535,7 +535,7 @@ def main(argv=None) -> int:
     b.ceilings()
     q = args.quick
     if cuda:
-        variants = ("eager", "bf16", "eager_nchw", "tf32", "foldbn")
+        variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
         f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
         b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
                  variants)

@@ -53,12 +53,18 @@ _ALLOW_CPU_COMPILE = False
 #: activations per image and pass); see bench/RESULTS.md.
 CPU_BATCH_GRAD = 32
 CPU_BATCH_NOGRAD = 64
-#: use channels_last on CUDA (never on the CPU: with depthwise convs it was 3x slower there).
-CUDA_CHANNELS_LAST = True
+#: channels_last on CUDA, eager and compiled. Measured on an H200 (bench/RESULTS.md): eager
+#: channels_last gains nothing for forward+backward (3159 vs 3393 img/s) and its other conv
+#: algorithms move the gradients of this kinked (ReLU6) network by ~1e-3 vs Captum's NCHW calls,
+#: so eager stays NCHW (error 1e-7). The compiled path was measured with channels_last inputs
+#: (1.5x the eager ceiling, error <= 9.6e-4) and keeps them. Never channels_last on the CPU.
+CUDA_CHANNELS_LAST = False
+COMPILE_CHANNELS_LAST = True
 #: TF32 for fp32 convs/matmuls on CUDA: off (measured error must be <= 1e-3 first; see bench)
 ALLOW_TF32 = False
-#: cudnn.benchmark during engine calls on CUDA (all batches of a call share one shape)
-CUDNN_BENCHMARK = True
+#: cudnn.benchmark during engine calls on CUDA: measured no faster on an H200 (3390 vs 3393
+#: img/s), and it would re-tune every new batch shape; off.
+CUDNN_BENCHMARK = False
 #: fold eval-mode BatchNorm into the preceding conv. Exact up to rounding, but EfficientNet-Lite0's
 #: input gradient is piecewise constant (ReLU6 kinks): rounding-level changes of the forward pass
 #: flip kinks and move single gradients by 1e-3..1e-2 (measured on the CPU, real noised images),
@@ -456,7 +462,7 @@ def prepare_model(model: nn.Module, device: str | torch.device = "cpu", *, compi
     if fold_bn is None:
         fold_bn = FOLD_BN.get(dev.type, False)
     if channels_last is None:
-        channels_last = dev.type == "cuda" and CUDA_CHANNELS_LAST
+        channels_last = dev.type == "cuda" and (COMPILE_CHANNELS_LAST if compile else CUDA_CHANNELS_LAST)
     key = (str(dev), bool(compile), bool(fold_bn), bool(channels_last), COMPILE_MODE)
     versions = _param_versions(model)
     cache = _prepared.setdefault(model, {})
@@ -565,14 +571,11 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         raise DiffxaiError(f"{spec.name}: batch_size must be >= 1, got {batch_size}")
     if compile:
         pass  # one fixed shape: every batch padded to B (a new shape would recompile)
-    elif dev.type == "cuda":
-        if total < B:  # few shapes, so cudnn's autotuner (benchmark mode) tunes each once
-            B = 1 << (total - 1).bit_length()
-    elif total <= B:
-        B = total  # CPU, one batch for the whole call: nothing to pad
-    else:
-        nb = -(-total // B)
-        B = -(-total // nb)  # CPU: balanced batches, < 1 padded evaluation per batch
+    else:  # eager: balanced batches (CUDA: rounded up to a multiple of 8), little padding
+        B0 = B
+        B = -(-total // -(-total // B0))  # ceil(total / number of batches)
+        if dev.type == "cuda":
+            B = min(-(-B // 8) * 8, B0)
     stats["batch_size"] = B
     net, info = prepare_model(model, dev, compile=compile)
     stats.update(info)
