@@ -571,7 +571,7 @@ def main(argv=None) -> int:
         b.method("gradient_shap", COMPARE["gradient_shap"], 1, 2 if q else 4, "GS n_samples=20", ("eager", "bf16"),
                  naive_rounds=rounds)
         b.method("occlusion", COMPARE["occlusion"], 1, 1 if q else 2, "Occlusion 15/8", ("eager",),
-                 naive_rounds=1 if q else 2)
+                 naive_rounds=2)
         b.paper_workload({"integrated_gradients": 2 if q else 8, "gradient_shap": 2 if q else 8,
                           "occlusion": 1 if q else 2}, 1, reuse_engine=True)
     try:

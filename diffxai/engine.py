@@ -48,11 +48,12 @@ _oom_hook: Callable[[int], None] | None = None
 last_run_stats: dict[str, Any] = {}
 #: lets a test exercise the compile path on the CPU (compile=True is otherwise CUDA only)
 _ALLOW_CPU_COMPILE = False
-#: CPU default batch sizes (images per device batch), measured on a 2-core CPU with
-#: EfficientNet-Lite0 at 224 px: throughput is flat from ~16 on, memory is not (73 MB of
-#: activations per image and pass); see bench/RESULTS.md.
-CPU_BATCH_GRAD = 32
-CPU_BATCH_NOGRAD = 64
+#: CPU default batch sizes (images per device batch). Measured on a 2-core x86 CPU with
+#: EfficientNet-Lite0 at 224 px (bench/RESULTS.md): forward img/s peaks at batch 4 (73 img/s;
+#: 52 at 1, 45 at 16, 35 at 32: bigger batches fall out of the caches), forward+backward at 4-8
+#: (25.5 img/s; 17 at 32).
+CPU_BATCH_GRAD = 8
+CPU_BATCH_NOGRAD = 4
 #: channels_last on CUDA, eager and compiled. Measured on an H200 (bench/RESULTS.md): eager
 #: channels_last gains nothing for forward+backward (3159 vs 3393 img/s) and its other conv
 #: algorithms move the gradients of this kinked (ReLU6) network by ~1e-3 vs Captum's NCHW calls,
