@@ -88,26 +88,25 @@ def test_rerun_with_nothing_changed_does_nothing(tiny_run):
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
-def test_editing_an_onset_setting_plans_only_onset_figures_and_report(tiny_run, tmp_path):
-    work, _ = tiny_run
+def _replan(work, tmp_path, section, key, value) -> set[str]:
+    """Rules a dry run plans after changing one config value of the tiny run."""
     cfg = yaml.safe_load(TINY.read_text())
-    cfg["onset"]["threshold"] = 0.6
+    cfg[section][key] = value
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
     res = snakemake(work, "-n", config_files=(changed,))
-    rules = _planned_rules(res.stdout + res.stderr)
+    return _planned_rules(res.stdout + res.stderr)
+
+
+def test_editing_an_onset_setting_plans_only_onset_figures_and_report(tiny_run, tmp_path):
+    rules = _replan(tiny_run[0], tmp_path, "onset", "threshold", 0.6)
     assert "onset" in rules
     allowed = {"onset", "figures_curves", "report_md", "aggregate", "all"} | {f"figures_onset_{s}" for s in SLUGS}
     assert rules <= allowed, rules - allowed
 
 
 def test_changing_the_schedule_reruns_noise_and_everything_after(tiny_run, tmp_path):
-    work, _ = tiny_run
-    cfg = yaml.safe_load(TINY.read_text())
-    cfg["noise"]["beta_end"] = 0.03
-    changed = tmp_path / "changed.yaml"
-    changed.write_text(yaml.safe_dump(cfg))
-    rules = _planned_rules((lambda r: r.stdout + r.stderr)(snakemake(work, "-n", config_files=(changed,))))
+    rules = _replan(tiny_run[0], tmp_path, "noise", "beta_end", 0.03)
     assert {f"noise_{s}" for s in SLUGS} <= rules
     assert {f"attribute_{m}_{s}" for m in METHODS for s in SLUGS} <= rules
     assert not any(r.startswith("fetch_image") for r in rules)
@@ -152,4 +151,5 @@ def test_kill_9_during_attribution_then_resume(tmp_path):
     a = open_store(store)
     assert np.isfinite(a["attribution"].values).all()
     assert not list(store.parent.glob(".tiger.zarr.tmp-*")), "stale temporaries are cleaned"
-    assert "Nothing to be done" in (lambda r: r.stdout + r.stderr)(snakemake(work, "-n", config_files=(cfg_path,)))
+    again = snakemake(work, "-n", config_files=(cfg_path,))
+    assert "Nothing to be done" in again.stdout + again.stderr
