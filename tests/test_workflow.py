@@ -153,3 +153,14 @@ def test_kill_9_during_attribution_then_resume(tmp_path):
     assert not list(store.parent.glob(".tiger.zarr.tmp-*")), "stale temporaries are cleaned"
     again = snakemake(work, "-n", config_files=(cfg_path,))
     assert "Nothing to be done" in again.stdout + again.stderr
+
+
+def test_imagenet1k_plans_gpu_sized_jobs_not_thousands(tmp_path):
+    """1000 classes in shards of 50: a few dozen jobs per stage (the plan, not its speed)."""
+    res = snakemake(tmp_path, "-n", config_files=(REPO / "config" / "imagenet1k.yaml",))
+    out = res.stdout + res.stderr
+    total = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
+    rules = _planned_rules(out)
+    assert total < 200, total
+    assert sum(r.startswith("attribute_occlusion_shard") for r in rules) == 20
+    assert sum(r.startswith("noise_shard") for r in rules) == 20
