@@ -164,3 +164,8 @@ def test_imagenet1k_plans_gpu_sized_jobs_not_thousands(tmp_path):
     assert total < 200, total
     assert sum(r.startswith("attribute_occlusion_shard") for r in rules) == 20
     assert sum(r.startswith("noise_shard") for r in rules) == 20
+
+
+def test_snakemake_lint_is_clean(tmp_path):
+    res = snakemake(tmp_path, "--lint", config_files=())
+    assert "Congratulations, your workflow is in a good condition" in res.stdout + res.stderr
