@@ -117,6 +117,29 @@ def _timed(fn, dev):
     return time.perf_counter() - t, r
 
 
+#: torch.compile variants: name -> (mode, channels_last input)
+COMPILE_VARIANTS = {
+    "compiled": (None, True),  # inductor default mode, channels_last (the first run's variant)
+    "compiled_nchw": (None, False),
+    "compiled_ro": ("reduce-overhead", True),
+    "compiled_ro_nchw": ("reduce-overhead", False),
+    "compiled_mat": ("max-autotune-no-cudagraphs", True),
+    "compiled_mat_nchw": ("max-autotune-no-cudagraphs", False),
+}
+
+
+@contextlib.contextmanager
+def _compile_variant(v: str):
+    """Set the engine's compile mode and layout for variant ``v`` (no-op for non-compiled ones)."""
+    prev = (engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST)
+    if v in COMPILE_VARIANTS:
+        engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST = COMPILE_VARIANTS[v]
+    try:
+        yield
+    finally:
+        engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST = prev
+
+
 def _rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
@@ -140,6 +163,8 @@ def ceiling(net, dev, B, grad, precision="fp32", channels_last=False, reps=5, wa
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
+        if engine._uses_cudagraphs(engine.COMPILE_MODE):
+            torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             if grad:
                 xr = x.detach().requires_grad_(True)
@@ -289,8 +314,11 @@ class Bench:
         c: dict = {"batch_fwd": self.Bf, "batch_fwdbwd": self.Bg}
         plain, _ = engine.prepare_model(self.model, dev, fold_bn=False, channels_last=False)
         configs = [("eager_fp32", plain, "fp32", False), ("eager_bf16", plain, "bf16", False)]
+        if self.args.minimal:  # only the reference ceiling (the others were measured before)
+            configs, cuda = configs[:1], False
         cl, _ = engine.prepare_model(self.model, dev, fold_bn=False, channels_last=True)
-        configs.append(("eager_channels_last_fp32", cl, "fp32", True))
+        if not self.args.minimal:
+            configs.append(("eager_channels_last_fp32", cl, "fp32", True))
         if cuda:
             configs.append(("eager_channels_last_bf16", cl, "bf16", True))
             fold, info = engine.prepare_model(self.model, dev, fold_bn=True, channels_last=True)
@@ -326,23 +354,46 @@ class Bench:
         self.res["ceilings"] = c
         self.save("ceilings")
 
-    def compiled_ceilings(self):
+    def compiled_ceilings(self, variant: str = "compiled", limit_s: float | None = None):
+        """Compile variant ``variant`` (forward+backward and forward at the engine's batch sizes)
+        and measure its ceilings. ``limit_s``: if compiling takes longer, save what was measured,
+        print the table and end the process (an inductor compile cannot be interrupted)."""
+        import threading
+
         dev = self.dev
         c = self.res["ceilings"]
-        net, info = engine.prepare_model(self.model, dev, compile=True)
-        t0 = time.perf_counter()
-        ceiling(net, dev, self.Bg, True, "fp32", info["channels_last"], reps=1, warm=0, size=self.args.size)
-        cg = time.perf_counter() - t0
-        fb = ceiling(net, dev, self.Bg, True, "fp32", info["channels_last"], reps=10, size=self.args.size)
-        t0 = time.perf_counter()
-        ceiling(net, dev, self.Bf, False, "fp32", info["channels_last"], reps=1, warm=0, size=self.args.size)
-        cf = time.perf_counter() - t0
-        f = ceiling(net, dev, self.Bf, False, "fp32", info["channels_last"], reps=10, size=self.args.size)
-        c["compiled_fp32"] = {"fwd": f, "fwdbwd": fb, "compile_s_fwdbwd": cg, "compile_s_fwd": cf,
-                              "mode": engine.COMPILE_MODE, "channels_last": info["channels_last"]}
-        self.say(f"ceiling {'compiled_fp32 (' + str(engine.COMPILE_MODE) + ')':36s} fwd {f:9.1f} img/s   "
-                 f"fwd+bwd {fb:9.1f} img/s   (compile {cg:.0f} s + {cf:.0f} s)")
-        self.save("compiled_ceilings")
+        timer = None
+        if limit_s is not None:
+            def abort():
+                self.res.setdefault("skipped", []).append(
+                    f"{variant}: compile took over {limit_s:.0f} s; run ended there")
+                self.say(f"{variant}: compile took over {limit_s:.0f} s: stopping the run here")
+                self.save("aborted")
+                self.table()
+                os._exit(0)
+
+            timer = threading.Timer(limit_s, abort)
+            timer.daemon = True
+            timer.start()
+        with _compile_variant(variant):
+            net, info = engine.prepare_model(self.model, dev, compile=True)
+            cl = info["channels_last"]
+            t0 = time.perf_counter()
+            ceiling(net, dev, self.Bg, True, "fp32", cl, reps=1, warm=0, size=self.args.size)
+            cg = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            ceiling(net, dev, self.Bf, False, "fp32", cl, reps=1, warm=0, size=self.args.size)
+            cf = time.perf_counter() - t0
+            if timer is not None:
+                timer.cancel()
+            fb = ceiling(net, dev, self.Bg, True, "fp32", cl, reps=10, size=self.args.size)
+            f = ceiling(net, dev, self.Bf, False, "fp32", cl, reps=10, size=self.args.size)
+        name = "compiled_fp32" if variant == "compiled" else variant + "_fp32"
+        c[name] = {"fwd": f, "fwdbwd": fb, "compile_s_fwdbwd": cg, "compile_s_fwd": cf,
+                   "mode": COMPILE_VARIANTS[variant][0], "channels_last": cl}
+        self.say(f"ceiling {name + ' (' + str(COMPILE_VARIANTS[variant][0]) + ', ' + ('CL' if cl else 'NCHW') + ')':36s} "
+                 f"fwd {f:9.1f} img/s   fwd+bwd {fb:9.1f} img/s   (compile {cg:.0f} s + {cf:.0f} s)")
+        self.save(f"compiled_ceilings:{variant}")
 
     def _engine(self, x, t, spec, **kw):
         return _timed(lambda: engine.attribute(self.model, x, t, spec, device=self.dev, **kw), self.dev)
@@ -362,7 +413,8 @@ class Bench:
         # (enough maps for one full batch, so cudnn's autotuner sees the timed shape)
         kw_ = min(n_engine, -(-engine.default_batch_size(dev, spec.name != "occlusion") // E) + 1)
         if tag not in self._naive and dev.type == "cuda":  # (CPU: interleaved rounds, best of)
-            naive(self.model, x_n[:1], t_n[:1], spec, dev)
+            if spec.name != "occlusion" or not self.args.minimal:  # Occlusion: 3 s a map, batch 1
+                naive(self.model, x_n[:1], t_n[:1], spec, dev)
             engine.attribute(self.model, x_e[:kw_], t_e[:kw_], spec, device=dev)
         naive_s, eng_s = [], []
         ref = draws = None
@@ -382,7 +434,9 @@ class Bench:
         r["ceiling_implied_maps_per_s"] = base_fwd / E
         for v in variants:
             kw = {"precision": "fp32"}
-            if v == "compiled":
+            cv = _compile_variant(v)
+            cv.__enter__()
+            if v in COMPILE_VARIANTS:
                 kw["compile"] = True
             elif v == "bf16":
                 kw["precision"] = "bf16"
@@ -402,18 +456,25 @@ class Bench:
                     s, _ = self._engine(x_e, t_e, spec, draw_keys=keys, **kw)
                     s /= n_engine
                     st = dict(engine.last_run_stats)
-                # accuracy on the naive maps (GS: Captum's own draws)
-                got = engine.attribute(self.model, x_n, t_n, spec, device=dev, draws=draws, **kw)
+                # accuracy on the naive maps (GS: Captum's own draws); compiled: all through the
+                # compiled model (the eager tail is eager NCHW, whose error is the eager row's)
+                tail, engine.COMPILE_EAGER_TAIL = engine.COMPILE_EAGER_TAIL, 0.0
+                try:
+                    got = engine.attribute(self.model, x_n, t_n, spec, device=dev, draws=draws, **kw)
+                finally:
+                    engine.COMPILE_EAGER_TAIL = tail
                 errs = [_rel(got[i], ref[i]) for i in range(len(ref))]
                 d = {"maps": n_engine, "s_per_map": s, "maps_per_s": 1 / s,
                      "speedup_vs_naive": r["naive"]["s_per_map"] / s,
                      "vs_ceiling_implied": (1 / s) / r["ceiling_implied_maps_per_s"],
                      "max_rel_err_vs_captum": max(errs), "batch_size": st.get("batch_size"),
-                     "channels_last": st.get("channels_last"), "fold_bn": st.get("fold_bn")}
-                if first is not None and v == "compiled":
+                     "channels_last": st.get("channels_last"), "fold_bn": st.get("fold_bn"),
+                     "padded_evals": st.get("padded_evals"), "eager_tail_evals": st.get("eager_tail_evals"),
+                     "compile_mode": st.get("compile_mode")}
+                if first is not None and v in COMPILE_VARIANTS:
                     d["first_call_s (compile)"] = first
                 r[v] = d
-                self.say(f"{tag:28s} {v:10s} naive {r['naive']['maps_per_s']:8.3f} maps/s | engine "
+                self.say(f"{tag:22s} {v:16s} naive {r['naive']['maps_per_s']:8.3f} maps/s | engine "
                          f"{d['maps_per_s']:8.3f} maps/s = {d['speedup_vs_naive']:6.1f}x naive, "
                          f"{d['vs_ceiling_implied']:5.2f}x ceiling-implied | max rel err {d['max_rel_err_vs_captum']:.1e}")
             except DiffxaiError:
@@ -424,6 +485,7 @@ class Bench:
                 if v == "eager":
                     raise
             finally:
+                cv.__exit__(None, None, None)
                 engine.CUDA_CHANNELS_LAST = False
                 engine.ALLOW_TF32 = False
                 engine.FOLD_BN[dev.type] = False
@@ -436,6 +498,10 @@ class Bench:
     def paper_workload(self, n_engine: dict, n_naive: int, variant: str = "eager", reuse_engine: bool = False):
         """4 classes x 100 steps x 3 methods at the paper settings; times per map measured on
         ``n_engine[method]`` maps (one class's steps 0..n-1) and scaled to 400 maps per method."""
+        with _compile_variant(variant):
+            self._paper_workload(n_engine, n_naive, variant, reuse_engine)
+
+    def _paper_workload(self, n_engine, n_naive, variant, reuse_engine):
         dev = self.dev
         out = {"maps_per_method": 400, "variant": variant, "methods": {}}
         tot_e = tot_n = 0.0
@@ -457,12 +523,14 @@ class Bench:
                 eng, n_meas = m[variant]["s_per_map"], m[variant]["maps"]
             else:  # the engine as the pipeline calls it: one call per class with its steps
                 x, t = self.maps.get(n_engine[name], cls=3)
-                kw = {"compile": variant == "compiled"}
+                kw = {"compile": variant in COMPILE_VARIANTS}
                 if dev.type == "cuda":
                     k = -(-engine.default_batch_size(dev, spec.name != "occlusion") // spec.evals_per_map()) + 1
                     engine.attribute(self.model, x[:k], t[:k], spec, device=dev, **kw)
                 eng = _timed(lambda: engine.attribute(self.model, x, t, spec, device=dev,
                                                       draw_keys=list(range(len(x))), **kw), dev)[0] / len(x)
+                out.setdefault("stats", {})[name] = {k: engine.last_run_stats.get(k) for k in (
+                    "batch_size", "batches", "padded_evals", "eager_tail_evals", "compile_mode", "channels_last")}
                 n_meas = len(x)
             out["methods"][name] = {"settings": spec.settings(), "naive_s_per_map": naive_s,
                                     "engine_s_per_map": eng, "naive_s": 400 * naive_s, "engine_s": 400 * eng,
@@ -494,7 +562,7 @@ class Bench:
         self.say(f"{'method / variant':40s} {'naive m/s':>10s} {'engine m/s':>11s} {'x naive':>8s} "
                  f"{'x ceil-impl':>11s} {'max rel err':>11s}")
         for tag, r in self.res.get("methods", {}).items():
-            for v in ("eager", "eager_channels_last", "tf32", "foldbn", "compiled", "bf16"):
+            for v in ("eager", "eager_channels_last", "tf32", "foldbn", "bf16") + tuple(COMPILE_VARIANTS):
                 if v in r and "maps_per_s" in r[v]:
                     d = r[v]
                     self.say(f"  {tag + ' / ' + v:38s} {r['naive']['maps_per_s']:10.3f} {d['maps_per_s']:11.3f} "
@@ -516,6 +584,10 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
     ap.add_argument("--budget-s", type=float, default=None, help="skip optional sections past this many seconds")
     ap.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile measurements")
+    ap.add_argument("--plan", default="full", choices=("full", "compile-modes"),
+                    help="CUDA: 'compile-modes' = eager fp32 + the torch.compile modes/layouts only")
+    ap.add_argument("--mat-limit-s", type=float, default=90.0,
+                    help="compile-modes: end the run if max-autotune compiling takes longer")
     ap.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)  # smoke tests only
     ap.add_argument("--flow-test", action="store_true", help=argparse.SUPPRESS)  # run the CUDA plan on any device
     args = ap.parse_args(argv)
@@ -528,12 +600,15 @@ def main(argv=None) -> int:
         args.budget_s = 330.0 if cuda else (420.0 if args.quick else 3600.0)
     if cuda:  # fp32 means fp32 for every fp32 number below (Captum's naive loop included)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    args.minimal = cuda and args.plan == "compile-modes"
     b = Bench(args)
     b.env()
     b.data()
     b.ceilings()
     q = args.quick
-    if cuda:
+    if args.minimal:
+        compile_modes_plan(b, args)
+    elif cuda:
         variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
         f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
         b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
@@ -582,6 +657,45 @@ def main(argv=None) -> int:
     b.res["table"] = b.lines
     b.save()
     return 0
+
+
+def compile_modes_plan(b: Bench, args) -> None:
+    """Eager fp32 NCHW (the engine's defaults) and the torch.compile modes and input layouts, all
+    fp32: default mode CL and NCHW, reduce-overhead (CUDA graphs) in the better of the two layouts,
+    then max-autotune-no-cudagraphs in that layout if it compiles within --mat-limit-s. Naive loop
+    on 3/3/1 maps (the rates of the first, fuller run are the better reference)."""
+    f = 8 if args.flow_test else 1
+    ne = {"integrated_gradients": 48 // f, "gradient_shap": 48 // f, "occlusion": max(1, 8 // f)}
+    nn_ = {"integrated_gradients": 3, "gradient_shap": 3, "occlusion": 1}
+    tags = {"integrated_gradients": "IG n_steps=50", "gradient_shap": "GS n_samples=20", "occlusion": "Occlusion 15/8"}
+    pw = {"integrated_gradients": 100 // f, "gradient_shap": 100 // f, "occlusion": max(1, 20 // f)}
+    for name in engine.METHODS:
+        b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], ("eager",))
+    b.paper_workload(pw, 3, "eager")
+
+    def run_variant(v, limit_s=None):
+        try:
+            b.compiled_ceilings(v, limit_s)
+            for name in engine.METHODS:
+                b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], (v,))
+            b.paper_workload(pw, 3, v)
+            return b.res["paper_workload"][v]["engine_s"]
+        except Exception as exc:
+            b.res.setdefault("variant_errors", {})[v] = f"{type(exc).__name__}: {exc}"[:2000]
+            b.say(f"{v} FAILED: {b.res['variant_errors'][v][:300]}")
+            b.save()
+            return float("inf")
+
+    t_cl = run_variant("compiled")
+    t_nchw = run_variant("compiled_nchw") if b.left() > 100 else float("inf")
+    nchw = t_nchw < t_cl
+    b.res["compile_layout_chosen"] = "NCHW" if nchw else "channels_last"
+    if b.left() > 80:
+        run_variant("compiled_ro_nchw" if nchw else "compiled_ro")
+    if b.left() > 60:
+        run_variant("compiled_mat_nchw" if nchw else "compiled_mat", min(args.mat_limit_s, b.left() - 30))
+    else:
+        b.res.setdefault("skipped", []).append("max-autotune-no-cudagraphs: budget")
 
 
 if __name__ == "__main__":

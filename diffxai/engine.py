@@ -71,10 +71,23 @@ CUDNN_BENCHMARK = False
 #: so folding breaks the 1e-4 equivalence with Captum; off unless the benchmark shows it pays.
 FOLD_BN = {"cpu": False, "cuda": False}
 #: torch.compile mode used by ``compile=True`` (None = inductor's default mode, measured on an H200:
-#: 20 s + 9 s to compile, 1.5x the eager fp32 ceiling, error vs Captum <= 9.6e-4).
-#: "max-autotune-no-cudagraphs" (autotunes every conv shape) and "reduce-overhead" (CUDA graphs)
-#: were not measured; select one with the environment variable DIFFXAI_COMPILE_MODE.
-COMPILE_MODE: str | None = os.environ.get("DIFFXAI_COMPILE_MODE") or None
+#: 20 s + 9 s to compile, 1.5x the eager fp32 ceiling, error vs Captum <= 9.6e-4). Other modes:
+#: "reduce-overhead" (CUDA graphs over the fixed padded batch shapes) and
+#: "max-autotune-no-cudagraphs"; bench/RESULTS.md has what each measured. The environment variable
+#: DIFFXAI_COMPILE_MODE overrides the default ("default" = inductor's default mode).
+_env_mode = os.environ.get("DIFFXAI_COMPILE_MODE")
+COMPILE_MODE: str | None = None if _env_mode in (None, "", "default") else _env_mode
+if os.environ.get("DIFFXAI_COMPILE_CHANNELS_LAST") is not None:
+    COMPILE_CHANNELS_LAST = os.environ["DIFFXAI_COMPILE_CHANNELS_LAST"] not in ("0", "false", "False", "")
+#: compiled calls: a last, partial batch of at most this fraction of the batch size runs on the
+#: eager NCHW model instead of being padded to the compiled shape (eager fwd+bwd is ~0.67x the
+#: compiled rate, so below that fraction eager costs less than the padding; a new shape would
+#: recompile). Eager NCHW matches Captum to 1e-7, so this never adds error. 0 disables it.
+COMPILE_EAGER_TAIL = 0.6
+
+
+def _uses_cudagraphs(mode: str | None) -> bool:
+    return mode in ("reduce-overhead", "max-autotune")
 
 
 # --------------------------------------------------------------------------------------------
@@ -619,6 +632,10 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             states[i] = st
         return st
 
+    tail_net = None
+    cudagraphs = compile and _uses_cudagraphs(info.get("compile_mode"))
+    stats["eager_tail_evals"] = 0
+
     def run_batch(pos: int, n: int, Bp: int):
         """Evaluate items pos..pos+n-1 (item = map * E + expansion index) in one device batch
         padded to Bp. Returns the runs [(map, first index, count)] and their contributions."""
@@ -637,16 +654,29 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         batch = torch.cat(pts) if len(pts) > 1 else pts[0]
         tg = torch.tensor([states[i].target for i, _, cnt in runs for _ in range(cnt)]
                           + [states[runs[0][0]].target] * (Bp - n)).to(dev, non_blocking=True)
+        use_net, fmt = net, memfmt
+        if compile and n < Bp and n <= COMPILE_EAGER_TAIL * Bp:  # short last batch: eager, unpadded
+            nonlocal tail_net
+            if tail_net is None:
+                tail_net, _ = prepare_model(model, dev, compile=False, fold_bn=False, channels_last=False)
+                seen = {id(mod) for mod, _ in modes}  # restore the caller's flags afterwards too
+                modes.extend((mod, mod.training) for mod in tail_net.modules() if id(mod) not in seen)
+                tail_net.eval()
+            use_net, fmt, Bp = tail_net, torch.contiguous_format, n
+            tg = tg[:n]
+            stats["eager_tail_evals"] += n
+        elif cudagraphs:
+            torch.compiler.cudagraph_mark_step_begin()
         if Bp > n:  # pad with copies of the first point; their outputs are dropped below
             batch = torch.cat([batch, batch[:1].expand(Bp - n, *batch.shape[1:])])
-        batch = batch.contiguous(memory_format=memfmt)
+        batch = batch.contiguous(memory_format=fmt)
         if _oom_hook is not None:
             _oom_hook(Bp)
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             if exp.grad:
                 batch.requires_grad_(True)
                 with torch.enable_grad():
-                    out = net(batch).float()
+                    out = use_net(batch).float()
                     if output == "softmax":
                         out = torch.softmax(out, dim=1)
                     y = out.gather(1, tg.view(-1, 1)).squeeze(1)
@@ -654,7 +684,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
                 g = g.float()[:n]
             else:
                 with torch.no_grad():
-                    out = net(batch).float()
+                    out = use_net(batch).float()
                     if output == "softmax":
                         out = torch.softmax(out, dim=1)
                     y = out.gather(1, tg.view(-1, 1)).squeeze(1)
@@ -665,7 +695,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             sl = slice(start, start + cnt)
             contribs.append(exp.contrib(states[i], idx, j0, y[sl], None if g is None else g[sl], aux))
             start += cnt
-        return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0]
+        return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0], Bp
 
     try:
         pos = 0
@@ -674,7 +704,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             Bp = B  # the last batch is padded to the fixed batch shape
             try:
                 t0 = time.perf_counter()
-                runs, contrib = run_batch(pos, n, Bp)
+                runs, contrib, Bp = run_batch(pos, n, Bp)
                 if first_batch_s is None and compile:
                     if dev.type == "cuda":
                         torch.cuda.synchronize(dev)
