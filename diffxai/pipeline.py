@@ -93,7 +93,7 @@ def classify(noised, probs, classes, classifier, batch_size):
 class _RowChunkWriter:
     """Collect maps (arriving in any order) and write whole (1, step-chunk) Zarr chunks."""
 
-    def __init__(self, store, n_seeds, n_steps, chunk):
+    def __init__(self, store, n_steps, chunk):
         self.store, self.K, self.chunk = store, n_steps, chunk
         self.buf: dict[tuple[int, int], dict[int, np.ndarray]] = {}
 
@@ -155,7 +155,7 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
 
         with StreamingStore(dst, skeleton, "attribution", ("seed", "step", "y", "x"), (S, K, H, W),
                             (1, chunk, H, W)) as st:
-            writer = _RowChunkWriter(st, S, K, chunk)
+            writer = _RowChunkWriter(st, K, chunk)
 
             def on_result(index, maps):
                 idx = range(index.start, index.stop) if isinstance(index, slice) else np.atleast_1d(index)
