@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-from .errors import DiffxaiError
 
 log = logging.getLogger("diffxai.pipeline")
 
@@ -52,19 +51,19 @@ def fetch_image(png, meta, classes, image_dir, resize, crop):
 def noise(png, stores, classes, noise):
     from PIL import Image
 
+    from .fetch import sha256_file
     from .noise import image_to_x0, make_scheduler, noise_trajectory, seed_values, select_steps
     from .store import write_dataset
-    import hashlib
 
     sched = make_scheduler(noise["num_train_timesteps"], noise["beta_schedule"],
                            noise["beta_start"], noise["beta_end"])
     ks = select_steps(noise["num_train_timesteps"], noise.get("steps"), noise.get("timesteps"))
     seeds = seed_values(noise["seeds"], noise.get("base_seed", 0))
     for c, src, dst in zip(classes, png, stores):
-        raw = Path(src).read_bytes()
-        img = np.asarray(Image.open(src).convert("RGB"))
+        with Image.open(src) as im:
+            img = np.asarray(im.convert("RGB"))
         ds = noise_trajectory(image_to_x0(img), sched, ks, seeds, noise.get("mode", "shared"))
-        ds.attrs.update(_class_attrs(c), image_sha256=hashlib.sha256(raw).hexdigest(), **_versions())
+        ds.attrs.update(_class_attrs(c), image_sha256=sha256_file(src), **_versions())
         S, K, C, H, W = ds["x"].shape
         write_dataset(ds, dst, encoding={"x": {"chunks": (1, min(K, 10), C, H, W)}})
         log.info("%s: %d seeds x %d steps (k=%d..%d) -> %s", c["slug"], S, K, ks[0], ks[-1], dst)
@@ -184,18 +183,11 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
 # -- onset -------------------------------------------------------------------------------------
 def onset(probs, per_class, per_seed, classes, onset):
     from . import onset as onset_mod
-    from .store import open_store, atomic_path
+    from .store import atomic_path
 
-    curves, info, ac = {}, {}, None
-    for c, src in zip(classes, probs):
-        ds = open_store(src)
-        curves[c["slug"]] = (ds["step"].values, ds["p_true"].values.astype(float), ds["seed"].values)
-        info[c["slug"]] = {"index": int(c["index"]), "synset": c["synset"], "name": c["name"]}
-        ac = np.asarray(ds.attrs["alphas_cumprod"], dtype=float)
-    o = dict(onset)
-    pc, ps = onset_mod.onset_tables(curves, info, ac, primary=o["primary"], threshold=o["threshold"],
-                                    min_rise=o["min_rise"], savgol_window=o["savgol_window"],
-                                    savgol_polyorder=o["savgol_polyorder"], n_boot=o["n_boot"], ci=o["ci"])
+    slugs = [c["slug"] for c in classes]
+    curves, info, ac = onset_mod.curves_from_datasets(dict(zip(slugs, _open_all(probs))))
+    pc, ps = onset_mod.onset_tables(curves, info, ac, **onset)  # the schema's onset keys are its kwargs
     for df, dst in ((pc, per_class), (ps, per_seed)):
         with atomic_path(dst) as tmp:
             df.to_csv(tmp, index=False, float_format="%.4g")
@@ -271,7 +263,5 @@ def aggregate(onset, by_category, histogram, extremes):
     import pandas as pd
 
     from . import aggregate as agg
-    from .classes import class_table
 
-    table = pd.DataFrame([vars(c) for c in class_table()])
-    agg.summarise(pd.read_csv(onset), table, Path(by_category).parent)
+    agg.summarise(pd.read_csv(onset), None, Path(by_category).parent)  # None: the packaged class table
