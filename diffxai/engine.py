@@ -90,6 +90,13 @@ if os.environ.get("DIFFXAI_COMPILE_CHANNELS_LAST") is not None:
 #: compiled rate, so below that fraction eager costs less than the padding; a new shape would
 #: recompile). Eager NCHW matches Captum to 1e-7, so this never adds error. 0 disables it.
 COMPILE_EAGER_TAIL = 0.6
+#: Occlusion on EfficientNet-Lite0: recompute only the box each window changes through the first
+#: layers (diffxai.incremental), exact up to float32 summation order. ``attribute(incremental=)``
+#: overrides it per call; other models always run full forwards.
+OCCLUSION_INCREMENTAL = True
+#: torch.compile mode for the incremental Occlusion module under ``compile=True`` (None = inductor's
+#: default mode; its cached clean maps are module state, which CUDA graphs would copy every call)
+INCREMENTAL_COMPILE_MODE: str | None = None
 
 
 def _uses_cudagraphs(mode: str | None) -> bool:
@@ -367,6 +374,7 @@ class _Occ(_Expansion):
         self.n = 1 + self.P  # index 0: the unoccluded input
         self.ar = [torch.arange(d, device=dev) for d in self.shape]
         self.device = dev
+        self.inc = None  # set by attribute() when the incremental path applies
         # sum of all masks (Captum's weights), the same for every map
         self.weight = torch.zeros(self.shape, device=dev)
         for k in range(1, self.n, 64):
@@ -392,6 +400,8 @@ class _Occ(_Expansion):
 
     def points(self, st, idx):
         m = self._masks(idx)
+        if self.inc is not None:  # the incremental module builds its own inputs from the cache
+            return None, m
         x = st.x.unsqueeze(0)
         # Captum: input * (1 - mask) + baseline * mask
         return x * (1 - m) + self.base * m, m
@@ -542,7 +552,8 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
               device: str | torch.device = "cpu", precision: str = "fp32", batch_size: int | None = None,
               output: str = "logit", draw_keys: Sequence[int] | None = None, draws: Sequence[dict] | None = None,
               on_result: Callable[[slice, np.ndarray], None] | None = None,
-              progress: Callable[[int, int], None] | None = None, compile: bool = False) -> np.ndarray:
+              progress: Callable[[int, int], None] | None = None, compile: bool = False,
+              incremental: bool | None = None) -> np.ndarray:
     """Attribute ``targets[i]`` of ``model`` to ``inputs[i]`` for every i with method ``spec``.
 
     inputs: (N, C, H, W) float32; targets: (N,) long class indices; baseline 0 (Occlusion: the
@@ -555,7 +566,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     maps)`` receives finished maps in order as soon as each is complete; ``progress(done, total)``
     counts finished maps. ``precision`` "bf16" runs the model under autocast (gradients and sums
     stay fp32); "fp32" disables TF32. ``compile`` (CUDA only) uses torch.compile on fixed-shape
-    padded batches. Raises DiffxaiError on NaN/Inf in any map.
+    padded batches. ``incremental`` (default :data:`OCCLUSION_INCREMENTAL`): Occlusion on
+    EfficientNet-Lite0 recomputes only what each window changes (:mod:`diffxai.incremental`).
+    Raises DiffxaiError on NaN/Inf in any map.
     """
     global last_run_stats
     if not isinstance(spec, MethodSpec):
@@ -624,6 +637,21 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     acc = torch.zeros((S,) + shape, dtype=acc_dtype, device=dev)
     done_count = [0] * N
     next_emit = 0
+    inc = inc_run = None
+    stats["occlusion_incremental_cut"] = None
+    if spec.name == "occlusion" and (OCCLUSION_INCREMENTAL if incremental is None else incremental):
+        from .incremental import plan_for
+
+        base, _ = prepare_model(model, dev, compile=False, fold_bn=False, channels_last=False)
+        inc = plan_for(base, shape, spec.window, spec.stride, spec.baseline, n_slots=S)
+        if inc is not None:
+            if base is not net:
+                seen = {id(mod) for mod, _ in modes}
+                modes.extend((mod, mod.training) for mod in base.modules() if id(mod) not in seen)
+                base.eval()
+            exp.inc = inc
+            inc_run = torch.compile(inc, mode=INCREMENTAL_COMPILE_MODE, dynamic=False) if compile else inc
+            stats["occlusion_incremental_cut"] = inc.cut
     first_batch_s = None
 
     def get_state(i: int) -> _MapState:
@@ -636,6 +664,8 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             st.noise = st.bidx = st.alpha = st.bases = None
             key = int(draw_keys[i]) if draw_keys is not None else i
             exp.begin(st, i, key, None if draws is None else draws[i])
+            if inc is not None:
+                inc.load(i % S, st.x)
             states[i] = st
         return st
 
@@ -658,6 +688,8 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             pts.append(p)
             auxs.append(aux)
             idxs.append(idx)
+        if inc is not None:
+            return _run_incremental(runs, idxs, auxs, n, Bp)
         batch = torch.cat(pts) if len(pts) > 1 else pts[0]
         tg = torch.tensor([states[i].target for i, _, cnt in runs for _ in range(cnt)]
                           + [states[runs[0][0]].target] * (Bp - n)).to(dev, non_blocking=True)
@@ -701,6 +733,34 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         for (i, j0, cnt), idx, aux in zip(runs, idxs, auxs):
             sl = slice(start, start + cnt)
             contribs.append(exp.contrib(states[i], idx, j0, y[sl], None if g is None else g[sl], aux))
+            start += cnt
+        return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0], Bp
+
+    def _run_incremental(runs, idxs, auxs, n, Bp):
+        """Occlusion through the incremental module: (cache slot, expansion index) per item."""
+        slots = torch.tensor([i % S for i, _, cnt in runs for _ in range(cnt)])
+        tgl = [states[i].target for i, _, cnt in runs for _ in range(cnt)]
+        idx = torch.cat(idxs) if len(idxs) > 1 else idxs[0]
+        use = inc_run
+        if compile and n < Bp and n <= COMPILE_EAGER_TAIL * Bp:  # short last batch: eager, unpadded
+            use, Bp = inc, n
+            stats["eager_tail_evals"] += n
+        if Bp > n:  # pad with copies of the first item; their outputs are dropped below
+            slots = torch.cat([slots, slots[:1].expand(Bp - n)])
+            idx = torch.cat([idx, idx[:1].expand(Bp - n)])
+            tgl += tgl[:1] * (Bp - n)
+        slots = slots.to(dev, non_blocking=True)
+        tg = torch.tensor(tgl).to(dev, non_blocking=True)
+        if _oom_hook is not None:
+            _oom_hook(Bp)
+        with torch.no_grad(), torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+            out = use(slots, idx).float()
+            if output == "softmax":
+                out = torch.softmax(out, dim=1)
+            y = out.gather(1, tg.view(-1, 1)).squeeze(1)[:n]
+        contribs, start = [], 0
+        for (i, j0, cnt), ix, aux in zip(runs, idxs, auxs):
+            contribs.append(exp.contrib(states[i], ix, j0, y[start:start + cnt], None, aux))
             start += cnt
         return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0], Bp
 

@@ -1,0 +1,114 @@
+"""Incremental Occlusion (recompute only the box a window changes) against full forwards, the
+engine's full path and Captum, on real EfficientNet-Lite0 weights and a real noised image (CPU)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from diffxai import engine, incremental
+from diffxai.engine import attribute, method_spec
+
+from test_engine import PERSIAN, TIGER, _image, _noised, _rel
+
+captum_attr = pytest.importorskip("captum.attr")
+
+
+@pytest.fixture(scope="module")
+def model():
+    from diffxai.models import load_classifier
+
+    return load_classifier("efficientnet_lite0", "cpu")
+
+
+@pytest.fixture(scope="module")
+def tiger224():
+    return _noised(_image(TIGER[0], 224), [45])[0]
+
+
+def _full_logits(model, x, spec, idx):
+    masks = engine._Occ(spec, tuple(x.shape), "cpu")._masks(idx)
+    with torch.no_grad():
+        return model(x.unsqueeze(0) * (1 - masks) + spec.baseline * masks)
+
+
+@pytest.mark.parametrize("window,stride,baseline,cut", [
+    ((3, 15, 15), (3, 8, 8), 0.0, 4),     # the study's setting: cut after block 4 (28 px maps)
+    ((3, 31, 31), (3, 16, 16), 0.5, 4),   # larger window, nonzero baseline
+    ((3, 7, 7), (3, 4, 4), -1.0, 2),      # stride 4: cut after block 2 (56 px)
+    ((1, 5, 9), (1, 2, 6), 0.25, 0),      # one channel at a time, non-square window, stride 2 / 6
+])
+def test_logits_equal_full_forward_everywhere_including_borders(model, tiger224, window, stride, baseline, cut):
+    x = tiger224
+    spec = method_spec("occlusion", {"window": list(window), "stride": list(stride), "baseline": baseline})
+    inc = incremental.plan_for(model, tuple(x.shape), window, stride, baseline, n_slots=3)
+    assert inc is not None and inc.cut == cut
+    other = torch.flip(x, dims=[2])  # a second, different image in another slot
+    inc.load(0, other)
+    inc.load(2, x)
+    occ = engine._Occ(spec, tuple(x.shape), "cpu")
+    sc = occ.shift_counts
+    # every corner, edge midpoints, the unoccluded copy (0) and a spread of interior windows
+    feats = {0, sc[0] - 1, sc[0] * (sc[1] - 1), sc[0] * sc[1] * (sc[2] - 1), occ.P - 1, occ.P // 2,
+             sc[0] * (sc[1] // 2), sc[0] * sc[1] * (sc[2] // 2), 7 % occ.P}
+    idx = torch.tensor([0] + sorted(f + 1 for f in feats))
+    ref = _full_logits(model, x, spec, idx)
+    with torch.no_grad():
+        got = inc(torch.full_like(idx, 2), idx)
+        got_other = inc(torch.zeros_like(idx[:3]), idx[:3])
+        ref_other = _full_logits(model, other, spec, idx[:3])
+    assert (got - ref).abs().max() <= 1e-5 * ref.abs().max()
+    assert (got_other - ref_other).abs().max() <= 1e-5 * ref_other.abs().max()
+    # mixed slots in one batch give the same as separate batches
+    with torch.no_grad():
+        mixed = inc(torch.tensor([2, 0, 2]), idx[:3])
+    assert torch.allclose(mixed[0], got[0], rtol=0, atol=1e-5) and torch.allclose(mixed[1], got_other[1], rtol=0, atol=1e-5)
+
+
+def test_plan_is_refused_where_it_cannot_be_exact_or_fast(model):
+    import torchvision
+
+    shape = (3, 224, 224)
+    assert incremental.plan_for(torchvision.models.resnet18(), shape, (3, 15, 15), (3, 8, 8), 0.0, 2) is None
+    assert incremental.plan_for(model, shape, (3, 15, 15), (3, 7, 7), 0.0, 2) is None  # odd stride
+    assert incremental.plan_for(model, shape, (3, 150, 150), (3, 8, 8), 0.0, 2) is None  # box > half the map
+    assert incremental.plan_for(model, (3, 96, 96), (3, 15, 15), (3, 8, 8), 0.0, 2) is None  # small image
+
+
+def test_engine_incremental_equals_full_path_at_the_study_setting(model, tiger224):
+    spec = method_spec("occlusion", {"window": [3, 15, 15], "stride": [3, 8, 8]})
+    x, t = tiger224.unsqueeze(0), torch.tensor([TIGER[1]])
+    fast = attribute(model, x, t, spec, batch_size=64)
+    assert engine.last_run_stats["occlusion_incremental_cut"] == 4
+    full = attribute(model, x, t, spec, batch_size=64, incremental=False)
+    assert engine.last_run_stats["occlusion_incremental_cut"] is None
+    assert _rel(fast, full) <= 1e-5
+
+
+def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model, monkeypatch):
+    # 96 px, window 7 stride 4: cut after block 2; 24 x 24 windows + 1 = 577 evaluations per map,
+    # so a batch of 200 spans two maps and the last one is padded
+    x = torch.cat([_noised(_image(TIGER[0], 96), [40]), _noised(_image(PERSIAN[0], 96), [70])])
+    t = torch.tensor([TIGER[1], PERSIAN[1]])
+    spec = method_spec("occlusion", {"window": [3, 7, 7], "stride": [3, 4, 4]})
+    got = attribute(model, x, t, spec, batch_size=200)
+    stats = dict(engine.last_run_stats)
+    assert stats["occlusion_incremental_cut"] == 2 and stats["padded_evals"] > 0
+    occ = captum_attr.Occlusion(model)
+    for i in range(len(x)):
+        ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 7, 7), strides=(3, 4, 4), baselines=0.0,
+                            target=int(t[i]), perturbations_per_eval=100).sum(1)[0].numpy()
+        assert _rel(got[i], ref) <= 1e-4, i
+    seen = []
+
+    def hook(bs):
+        seen.append(bs)
+        if bs > 50:
+            raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_oom_hook", hook)
+    again = attribute(model, x, t, spec, batch_size=200)
+    # eager batches are balanced (1154 evaluations -> 6 x 193), then halved twice to fit under 50
+    assert engine.last_run_stats["oom_halvings"] == 2 and seen[:3] == [193, 96, 48]
+    assert _rel(again, got) <= 1e-5
+    assert np.isfinite(again).all()
