@@ -97,6 +97,9 @@ OCCLUSION_INCREMENTAL = True
 #: torch.compile mode for the incremental Occlusion module under ``compile=True`` (None = inductor's
 #: default mode; its cached clean maps are module state, which CUDA graphs would copy every call)
 INCREMENTAL_COMPILE_MODE: str | None = None
+#: CUDA: hand finished maps to the host one batch late, through pinned memory, so that the GPU
+#: already runs the next batch while the host checks and stores them (no queue drain per batch)
+OVERLAP_HOST = True
 
 
 def _uses_cudagraphs(mode: str | None) -> bool:
@@ -305,9 +308,30 @@ class _GS(_Expansion):
         self.shape = shape
         self.device = torch.device(device)
 
+    def predraw(self, keys: Sequence[int], draws) -> None:
+        """Draw alpha and the baseline indices of every map of the call on the CPU up front and
+        copy them to the device in one go: a per-map copy would drain the GPU queue once per map.
+        Only for the default draws with zero baselines; other cases draw per map in begin()."""
+        self._pre = None
+        if draws is not None or self.dist != "zero" or (self.device.type != "cuda" and self.stdev > 0):
+            return  # (CPU noise continues the per-map generator after alpha: drawn in begin())
+        alphas = torch.stack([torch.rand(self.n, generator=torch.Generator(device="cpu").manual_seed(int(k)),
+                                         dtype=torch.float64) for k in keys])
+        self._pre = {"alpha": alphas.to(self.device), "zeros": torch.zeros(1, *self.shape, device=self.device),
+                     "bidx": torch.zeros(self.n, dtype=torch.long, device=self.device)}
+
     def begin(self, st, i, key, draw):
         C, H, W = self.shape
         dev = self.device
+        pre = getattr(self, "_pre", None)
+        if pre is not None and draw is None:  # the same draws as below, made in predraw()
+            st.bases, st.bidx, st.alpha = pre["zeros"], pre["bidx"], pre["alpha"][i]
+            if self.stdev > 0:
+                gd = torch.Generator(device=dev).manual_seed(int(key) ^ 0x5DEECE66D)
+                st.noise = torch.randn(self.n, C, H, W, generator=gd, device=dev) * self.stdev
+            else:
+                st.noise = None
+            return
         if draw is not None:  # explicit draws (e.g. Captum's own, recorded)
             noise = draw.get("noise")
             st.noise = None if noise is None else torch.as_tensor(noise, dtype=torch.float32).to(dev).reshape(self.n, C, H, W)
@@ -483,6 +507,10 @@ def fold_batchnorm(model: nn.Module) -> nn.Module | None:
 _prepared: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
+#: incremental Occlusion plans per prepared model (weak: they go with the model)
+_incremental_plans: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
 def _param_versions(model):
     return tuple(p._version for p in model.parameters()) + tuple(b._version for b in model.buffers())
 
@@ -636,29 +664,39 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     S = B // E + 2
     acc = torch.zeros((S,) + shape, dtype=acc_dtype, device=dev)
     done_count = [0] * N
-    next_emit = 0
     inc = inc_run = None
     stats["occlusion_incremental_cut"] = None
     if spec.name == "occlusion" and (OCCLUSION_INCREMENTAL if incremental is None else incremental):
         from .incremental import plan_for
 
         base, _ = prepare_model(model, dev, compile=False, fold_bn=False, channels_last=False)
-        inc = plan_for(base, shape, spec.window, spec.stride, spec.baseline, n_slots=S)
+        ikey = (shape, spec.window, spec.stride, spec.baseline, S, bool(compile), INCREMENTAL_COMPILE_MODE)
+        icache = _incremental_plans.setdefault(base, {})
+        if ikey not in icache:  # one plan (and one compiled module) per setting: no recompiles
+            plan = plan_for(base, shape, spec.window, spec.stride, spec.baseline, n_slots=S)
+            icache[ikey] = (plan, None if plan is None else
+                            torch.compile(plan, mode=INCREMENTAL_COMPILE_MODE, dynamic=False) if compile else plan)
+        inc, inc_run = icache[ikey]
         if inc is not None:
             if base is not net:
                 seen = {id(mod) for mod, _ in modes}
                 modes.extend((mod, mod.training) for mod in base.modules() if id(mod) not in seen)
                 base.eval()
             exp.inc = inc
-            inc_run = torch.compile(inc, mode=INCREMENTAL_COMPILE_MODE, dynamic=False) if compile else inc
             stats["occlusion_incremental_cut"] = inc.cut
     first_batch_s = None
+    # CUDA: all inputs to the device in one copy (a per-map copy drains the GPU queue every time)
+    inputs_dev = inputs
+    if dev.type == "cuda" and inputs.numel() * 4 <= (1 << 31):
+        inputs_dev = inputs.to(dev, torch.float32)
+    if hasattr(exp, "predraw"):
+        exp.predraw([int(draw_keys[i]) if draw_keys is not None else i for i in range(N)], draws)
 
     def get_state(i: int) -> _MapState:
         st = states.get(i)
         if st is None:
             st = _MapState()
-            st.x = inputs[i].to(dev, torch.float32)
+            st.x = inputs_dev[i].to(dev, torch.float32)
             st.target = int(targets[i])
             st.f0 = None
             st.noise = st.bidx = st.alpha = st.bases = None
@@ -764,6 +802,24 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             start += cnt
         return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0], Bp
 
+    overlap = OVERLAP_HOST and dev.type == "cuda"
+    pending: list = []  # finished maps not yet handed to the host: (maps, values, finite flags, event)
+
+    def emit(finished, a, ok, ev):
+        if ev is not None:
+            ev.synchronize()  # waits for this batch's copy only; the next batch keeps the GPU busy
+        ok = ok.cpu()
+        if not bool(ok.all()):
+            bad = finished[int((~ok).nonzero()[0])]
+            raise DiffxaiError(
+                f"{spec.name}: non-finite attribution (NaN/Inf) for map {bad} (target {int(targets[bad])})")
+        lo, hi = finished[0], finished[-1] + 1
+        out_maps[lo:hi] = a.cpu().numpy()
+        if on_result is not None:
+            on_result(slice(lo, hi), out_maps[lo:hi])
+        if progress is not None:
+            progress(hi, N)
+
     try:
         pos = 0
         while pos < total:
@@ -796,25 +852,26 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             for i, _, cnt in runs:
                 done_count[i] += cnt
             pos += n
-            # emit every finished map, in order (one device sync per batch)
+            # emit every finished map, in order: on CUDA one batch late (see OVERLAP_HOST)
             finished = [i for i, _, _ in runs if done_count[i] == E]
             if finished:
-                lo, hi = finished[0], finished[-1] + 1
-                a = torch.stack([exp.finish(states[i], acc[i % S]).sum(0) for i in finished])
-                ok = torch.isfinite(a).flatten(1).all(1).cpu()
-                if not bool(ok.all()):
-                    bad = finished[int((~ok).nonzero()[0])]
-                    raise DiffxaiError(
-                        f"{spec.name}: non-finite attribution (NaN/Inf) for map {bad} (target {int(targets[bad])})")
-                out_maps[lo:hi] = a.float().cpu().numpy()
-                for i in finished:
+                a = torch.stack([exp.finish(states[i], acc[i % S]).sum(0) for i in finished]).float()
+                ok = torch.isfinite(a).flatten(1).all(1)
+                if overlap:
+                    a_h = torch.empty(a.shape, dtype=a.dtype, pin_memory=True).copy_(a, non_blocking=True)
+                    ok_h = torch.empty(ok.shape, dtype=ok.dtype, pin_memory=True).copy_(ok, non_blocking=True)
+                    ev = torch.cuda.Event()
+                    ev.record()
+                    pending.append((finished, a_h, ok_h, ev))
+                else:
+                    pending.append((finished, a, ok, None))
+                for i in finished:  # the slots are free again (the stack above is a copy)
                     acc[i % S].zero_()
                     del states[i]
-                next_emit = hi
-                if on_result is not None:
-                    on_result(slice(lo, hi), out_maps[lo:hi])
-                if progress is not None:
-                    progress(hi, N)
+                while len(pending) > (1 if overlap else 0):
+                    emit(*pending.pop(0))
+        while pending:
+            emit(*pending.pop(0))
     finally:
         for mod, was in modes:
             mod.training = was

@@ -259,6 +259,25 @@ def test_gradient_shap_draw_keys_make_maps_independent_of_batching(model, batch6
     assert _rel(d, a) > 1e-2  # other keys, other draws
 
 
+def test_gradient_shap_draws_made_up_front_equal_the_per_map_draws(model, batch64, monkeypatch):
+    # zero baselines, no noise: alpha of every map is drawn up front (one device copy); the
+    # numbers must be exactly those of the per-map generator
+    x, t = batch64
+    spec = method_spec("gradient_shap", {"n_samples": 5})
+    made, predraw = [], engine._GS.predraw
+
+    def spy(self, keys, draws):
+        predraw(self, keys, draws)
+        made.append(self._pre is not None)
+
+    monkeypatch.setattr(engine._GS, "predraw", spy)
+    up_front = attribute(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
+    assert made == [True]
+    monkeypatch.setattr(engine._GS, "predraw", lambda self, keys, draws: setattr(self, "_pre", None))
+    per_map = attribute(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
+    assert np.array_equal(up_front, per_map)
+
+
 # ------------------------------------------------------------------ errors and modes
 def test_nan_raises_naming_method_and_map(model, batch64):
     x, t = batch64
