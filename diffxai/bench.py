@@ -125,6 +125,20 @@ COMPILE_VARIANTS = {
     "compiled_ro_nchw": ("reduce-overhead", False),
     "compiled_mat": ("max-autotune-no-cudagraphs", True),
     "compiled_mat_nchw": ("max-autotune-no-cudagraphs", False),
+    # the engine default (reduce-overhead CL) with one engine switch changed, see ENGINE_OVERRIDES
+    "compiled_ro_full": ("reduce-overhead", True),
+    "compiled_ro_sync": ("reduce-overhead", True),
+    "compiled_ro_incro": ("reduce-overhead", True),
+    "compiled_ro_inccl": ("reduce-overhead", True),
+}
+#: engine module switches per variant (any variant; restored afterwards)
+ENGINE_OVERRIDES = {
+    "eager_full": {"OCCLUSION_INCREMENTAL": False},  # Occlusion: full forwards (before incremental)
+    "eager_sync": {"OVERLAP_HOST": False},
+    "compiled_ro_full": {"OCCLUSION_INCREMENTAL": False},
+    "compiled_ro_sync": {"OVERLAP_HOST": False},  # one GPU queue drain per batch (before)
+    "compiled_ro_incro": {"INCREMENTAL_COMPILE_MODE": "reduce-overhead"},
+    "compiled_ro_inccl": {"INCREMENTAL_CHANNELS_LAST": True},
 }
 
 
@@ -132,12 +146,18 @@ COMPILE_VARIANTS = {
 def _compile_variant(v: str):
     """Set the engine's compile mode and layout for variant ``v`` (no-op for non-compiled ones)."""
     prev = (engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST)
+    over = ENGINE_OVERRIDES.get(v, {})
+    prev_over = {k: getattr(engine, k) for k in over}
     if v in COMPILE_VARIANTS:
         engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST = COMPILE_VARIANTS[v]
+    for k, val in over.items():
+        setattr(engine, k, val)
     try:
         yield
     finally:
         engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST = prev
+        for k, val in prev_over.items():
+            setattr(engine, k, val)
 
 
 def _rel(a, b) -> float:
@@ -562,7 +582,7 @@ class Bench:
         self.say(f"{'method / variant':40s} {'naive m/s':>10s} {'engine m/s':>11s} {'x naive':>8s} "
                  f"{'x ceil-impl':>11s} {'max rel err':>11s}")
         for tag, r in self.res.get("methods", {}).items():
-            for v in ("eager", "eager_channels_last", "tf32", "foldbn", "bf16") + tuple(COMPILE_VARIANTS):
+            for v in ("eager", "eager_full", "eager_sync", "eager_channels_last", "tf32", "foldbn", "bf16") + tuple(COMPILE_VARIANTS):
                 if v in r and "maps_per_s" in r[v]:
                     d = r[v]
                     self.say(f"  {tag + ' / ' + v:38s} {r['naive']['maps_per_s']:10.3f} {d['maps_per_s']:11.3f} "
@@ -584,8 +604,9 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
     ap.add_argument("--budget-s", type=float, default=None, help="skip optional sections past this many seconds")
     ap.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile measurements")
-    ap.add_argument("--plan", default="full", choices=("full", "compile-modes"),
-                    help="CUDA: 'compile-modes' = eager fp32 + the torch.compile modes/layouts only")
+    ap.add_argument("--plan", default="full", choices=("full", "compile-modes", "targets"),
+                    help="CUDA: 'compile-modes' = eager fp32 + the torch.compile modes/layouts only; "
+                         "'targets' = the engine defaults against the issue's targets, with A/B switches")
     ap.add_argument("--mat-limit-s", type=float, default=90.0,
                     help="compile-modes: end the run if max-autotune compiling takes longer")
     ap.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)  # smoke tests only
@@ -600,13 +621,15 @@ def main(argv=None) -> int:
         args.budget_s = 330.0 if cuda else (420.0 if args.quick else 3600.0)
     if cuda:  # fp32 means fp32 for every fp32 number below (Captum's naive loop included)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    args.minimal = cuda and args.plan == "compile-modes"
+    args.minimal = cuda and args.plan in ("compile-modes", "targets")
     b = Bench(args)
     b.env()
     b.data()
     b.ceilings()
     q = args.quick
-    if args.minimal:
+    if args.minimal and args.plan == "targets":
+        targets_plan(b, args)
+    elif args.minimal:
         compile_modes_plan(b, args)
     elif cuda:
         variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
@@ -657,6 +680,44 @@ def main(argv=None) -> int:
     b.res["table"] = b.lines
     b.save()
     return 0
+
+
+def targets_plan(b: Bench, args) -> None:
+    """The engine's defaults against the issue's targets, in one run: eager fp32 ceiling, naive
+    loop (warmed up) and, per method, the default compiled engine (reduce-overhead CL; Occlusion
+    through the incremental module) next to the switches it was built from: Occlusion with full
+    forwards (eager and compiled), the incremental module eager / reduce-overhead /
+    channels_last, and IG/GS with one GPU queue drain per batch. Then the paper workload with the
+    defaults (and with eager) and its ImageNet-1000 projection."""
+    f = 8 if args.flow_test else 1
+    ne = {"integrated_gradients": 48 // f, "gradient_shap": 48 // f, "occlusion": max(1, 16 // f)}
+    nn_ = {"integrated_gradients": 3, "gradient_shap": 3, "occlusion": 2}
+    tags = {"integrated_gradients": "IG n_steps=50", "gradient_shap": "GS n_samples=20", "occlusion": "Occlusion 15/8"}
+    pw = {"integrated_gradients": 100 // f, "gradient_shap": 100 // f, "occlusion": max(1, 40 // f)}
+    args.minimal = False  # warm the naive Occlusion loop up too: it is the reference of the ratios
+    b.method("occlusion", COMPARE["occlusion"], nn_["occlusion"], ne["occlusion"], tags["occlusion"],
+             ("eager", "eager_full"))
+    args.minimal = True
+    for name in ("integrated_gradients", "gradient_shap"):
+        b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], ("eager",))
+    try:
+        b.compiled_ceilings("compiled_ro")
+    except Exception as exc:
+        b.res.setdefault("variant_errors", {})["compiled_ro"] = f"{type(exc).__name__}: {exc}"[:2000]
+        b.say(f"compiled_ro FAILED: {b.res['variant_errors']['compiled_ro'][:300]}")
+    plan = [("occlusion", ("compiled_ro", "compiled_ro_full")),
+            ("integrated_gradients", ("compiled_ro", "compiled_ro_sync")),
+            ("gradient_shap", ("compiled_ro", "compiled_ro_sync"))]
+    for name, variants in plan:
+        if b.left() > 60:
+            b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], variants)
+    if b.left() > 45:
+        b.paper_workload(pw, 3, "compiled_ro")
+    for name, variants in (("occlusion", ("compiled_ro_incro",)), ("occlusion", ("compiled_ro_inccl",))):
+        if b.left() > 60:
+            b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], variants)
+    if b.left() > 30:
+        b.paper_workload(pw, 3, "eager")
 
 
 def compile_modes_plan(b: Bench, args) -> None:

@@ -83,8 +83,10 @@ class IncrementalOcclusion(nn.Module):
     Captum feature number p) of the images in ``slots``. Build it with :func:`plan_for`.
     """
 
-    def __init__(self, model: EfficientNetLite0, shape, window, stride, baseline: float, cut: int, n_slots: int):
+    def __init__(self, model: EfficientNetLite0, shape, window, stride, baseline: float, cut: int, n_slots: int,
+                 channels_last: bool = False):
         super().__init__()
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model
         self.shape = tuple(shape)
         self.window = tuple(window)
@@ -173,7 +175,7 @@ class IncrementalOcclusion(nn.Module):
         """The conv input over the region (Ry, Rx): cached clean values, the box replaced by t."""
         (ylo, _), (xlo, _) = pads
         R = self._gather(self._caches[name], slots, r0y + by.step * qy + ylo, r0x + bx.step * qx + xlo, Ry, Rx)
-        R = R.clone(memory_format=torch.contiguous_format) if not R.is_contiguous() else R.clone()
+        R = R.clone(memory_format=self.fmt)
         oy, ox = by.c - r0y, bx.c - r0x
         R[:, :, oy:oy + by.L, ox:ox + bx.L] = t
         return R
@@ -209,7 +211,7 @@ class IncrementalOcclusion(nn.Module):
             if blk.skip:  # the block input over the output box: cached, the changed box replaced
                 (rylo, _), (rxlo, _) = self.res_in[b]
                 X = self._gather(self._caches[f"res{b}"], slots, oy.c + oy.step * qy + rylo,
-                                 ox.c + ox.step * qx + rxlo, oy.L, ox.L).clone()
+                                 ox.c + ox.step * qx + rxlo, oy.L, ox.L).clone(memory_format=self.fmt)
                 X[:, :, iy.c - oy.c:iy.c - oy.c + iy.L, ix.c - ox.c:ix.c - ox.c + ix.L] = a
                 h = h + X
             a = h
@@ -222,14 +224,15 @@ class IncrementalOcclusion(nn.Module):
         cols = cx.c + cx.step * qx.view(-1, 1) + xlo + torch.arange(cx.L, device=dev)
         bi = torch.arange(full.shape[0], device=dev).view(-1, 1, 1)
         full[bi, :, rows[:, :, None], cols[:, None, :]] = a.permute(0, 2, 3, 1).to(full.dtype)
-        x = full[:, :, ylo:ylo + cy.n, xlo:xlo + cx.n]
+        x = full[:, :, ylo:ylo + cy.n, xlo:xlo + cx.n].contiguous(memory_format=self.fmt)
         for blk in m._blocks[self.cut + 1:]:
             x = blk(x)
         x = nn.functional.relu6(m._bn1(m._conv_head(x)))
         return m._fc(x.mean((2, 3)))
 
 
-def plan_for(model: nn.Module, shape, window, stride, baseline: float, n_slots: int) -> IncrementalOcclusion | None:
+def plan_for(model: nn.Module, shape, window, stride, baseline: float, n_slots: int,
+             channels_last: bool = False) -> IncrementalOcclusion | None:
     """An :class:`IncrementalOcclusion` for ``model`` and these Occlusion settings, or None where the
     incremental path does not apply (not EfficientNet-Lite0, a window stride not divisible by 2,
     boxes that would cover most of the map)."""
@@ -250,7 +253,7 @@ def plan_for(model: nn.Module, shape, window, stride, baseline: float, n_slots: 
             break
     if cut is None:
         return None
-    inc = IncrementalOcclusion(model, shape, window, stride, baseline, cut, n_slots)
+    inc = IncrementalOcclusion(model, shape, window, stride, baseline, cut, n_slots, channels_last)
     cy, cx = inc.cut_box
     if cy.L * cx.L > MAX_BOX_FRACTION * cy.n * cx.n:
         return None
