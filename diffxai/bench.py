@@ -130,7 +130,10 @@ COMPILE_VARIANTS = {
     "compiled_ro_sync": ("reduce-overhead", True),
     "compiled_ro_incro": ("reduce-overhead", True),
     "compiled_ro_inccl": ("reduce-overhead", True),
+    "compiled_ro_b2x": ("reduce-overhead", True),
 }
+#: variants that run the engine at a multiple of its default batch size
+BATCH_FACTOR = {"compiled_ro_b2x": 2}
 #: engine module switches per variant (any variant; restored afterwards)
 ENGINE_OVERRIDES = {
     "eager_full": {"OCCLUSION_INCREMENTAL": False},  # Occlusion: full forwards (before incremental)
@@ -456,6 +459,8 @@ class Bench:
             kw = {"precision": "fp32"}
             cv = _compile_variant(v)
             cv.__enter__()
+            if v in BATCH_FACTOR:
+                kw["batch_size"] = BATCH_FACTOR[v] * engine.default_batch_size(dev, spec.name != "occlusion")
             if v in COMPILE_VARIANTS:
                 kw["compile"] = True
             elif v == "bf16":
@@ -544,13 +549,16 @@ class Bench:
             else:  # the engine as the pipeline calls it: one call per class with its steps
                 x, t = self.maps.get(n_engine[name], cls=3)
                 kw = {"compile": variant in COMPILE_VARIANTS}
+                if variant in BATCH_FACTOR:
+                    kw["batch_size"] = BATCH_FACTOR[variant] * engine.default_batch_size(dev, spec.name != "occlusion")
                 if dev.type == "cuda":
                     k = -(-engine.default_batch_size(dev, spec.name != "occlusion") // spec.evals_per_map()) + 1
                     engine.attribute(self.model, x[:k], t[:k], spec, device=dev, **kw)
                 eng = _timed(lambda: engine.attribute(self.model, x, t, spec, device=dev,
                                                       draw_keys=list(range(len(x))), **kw), dev)[0] / len(x)
                 out.setdefault("stats", {})[name] = {k: engine.last_run_stats.get(k) for k in (
-                    "batch_size", "batches", "padded_evals", "eager_tail_evals", "compile_mode", "channels_last")}
+                    "batch_size", "batches", "padded_evals", "eager_tail_evals", "compile_mode", "channels_last",
+                    "oom_halvings", "occlusion_incremental_cut")}
                 n_meas = len(x)
             out["methods"][name] = {"settings": spec.settings(), "naive_s_per_map": naive_s,
                                     "engine_s_per_map": eng, "naive_s": 400 * naive_s, "engine_s": 400 * eng,
@@ -686,9 +694,10 @@ def targets_plan(b: Bench, args) -> None:
     """The engine's defaults against the issue's targets, in one run: eager fp32 ceiling, naive
     loop (warmed up) and, per method, the default compiled engine (reduce-overhead CL; Occlusion
     through the incremental module) next to the switches it was built from: Occlusion with full
-    forwards (eager and compiled), the incremental module eager / reduce-overhead /
-    channels_last, and IG/GS with one GPU queue drain per batch. Then the paper workload with the
-    defaults (and with eager) and its ImageNet-1000 projection."""
+    forwards (eager and compiled), IG/GS with one GPU queue drain per batch, twice the default
+    batch size, and eager channels_last (the same arithmetic in another memory layout: the fp32
+    rounding floor of the error vs Captum). Then the paper workload and its ImageNet-1000
+    projection with the defaults, with twice the batch size and eager."""
     f = 8 if args.flow_test else 1
     ne = {"integrated_gradients": 48 // f, "gradient_shap": 48 // f, "occlusion": max(1, 16 // f)}
     nn_ = {"integrated_gradients": 3, "gradient_shap": 3, "occlusion": 2}
@@ -697,27 +706,23 @@ def targets_plan(b: Bench, args) -> None:
     args.minimal = False  # warm the naive Occlusion loop up too: it is the reference of the ratios
     b.method("occlusion", COMPARE["occlusion"], nn_["occlusion"], ne["occlusion"], tags["occlusion"],
              ("eager", "eager_full"))
+    for name in ("integrated_gradients", "gradient_shap"):  # + the fp32 rounding floor: layout only
+        b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], ("eager", "eager_channels_last"))
     args.minimal = True
-    for name in ("integrated_gradients", "gradient_shap"):
-        b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], ("eager",))
     try:
         b.compiled_ceilings("compiled_ro")
     except Exception as exc:
         b.res.setdefault("variant_errors", {})["compiled_ro"] = f"{type(exc).__name__}: {exc}"[:2000]
         b.say(f"compiled_ro FAILED: {b.res['variant_errors']['compiled_ro'][:300]}")
-    plan = [("occlusion", ("compiled_ro", "compiled_ro_full")),
-            ("integrated_gradients", ("compiled_ro", "compiled_ro_sync")),
-            ("gradient_shap", ("compiled_ro", "compiled_ro_sync"))]
+    plan = [("occlusion", ("compiled_ro", "compiled_ro_full", "compiled_ro_b2x")),
+            ("integrated_gradients", ("compiled_ro", "compiled_ro_sync", "compiled_ro_b2x")),
+            ("gradient_shap", ("compiled_ro", "compiled_ro_sync", "compiled_ro_b2x"))]
     for name, variants in plan:
         if b.left() > 60:
             b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], variants)
-    if b.left() > 45:
-        b.paper_workload(pw, 3, "compiled_ro")
-    for name, variants in (("occlusion", ("compiled_ro_incro",)), ("occlusion", ("compiled_ro_inccl",))):
-        if b.left() > 60:
-            b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], variants)
-    if b.left() > 30:
-        b.paper_workload(pw, 3, "eager")
+    for v in ("compiled_ro", "compiled_ro_b2x", "eager"):
+        if b.left() > 40:
+            b.paper_workload(pw, 3, v)
 
 
 def compile_modes_plan(b: Bench, args) -> None:

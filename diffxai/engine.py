@@ -255,7 +255,7 @@ def method_spec(name: str, settings: dict | None = None) -> MethodSpec:
 class _MapState:
     """Per-map tensors on the device while the map is in flight."""
 
-    __slots__ = ("x", "target", "noise", "bidx", "alpha", "bases", "f0")
+    __slots__ = ("x", "target", "noise", "bidx", "alpha", "bases", "f0", "d")
 
 
 class _Expansion:
@@ -409,6 +409,12 @@ class _Occ(_Expansion):
         self.ar = [torch.arange(d, device=dev) for d in self.shape]
         self.device = dev
         self.inc = None  # set by attribute() when the incremental path applies
+        # every window spans all channels (one channel position): the windows form a 2-D grid and
+        # sum_p d_p * mask_p is a transposed convolution of the grid of differences d with a
+        # window of ones; no (evaluations, C, H, W) mask tensors per batch
+        self.grid = self.shift_counts[0] == 1
+        if self.grid:
+            self.ones = torch.ones(1, 1, self.window[1], self.window[2], device=dev)
         # sum of all masks (Captum's weights), the same for every map
         self.weight = torch.zeros(self.shape, device=dev)
         for k in range(1, self.n, 64):
@@ -432,10 +438,14 @@ class _Occ(_Expansion):
         m = m & (idx > 0).view(-1, 1, 1, 1)
         return m.float()
 
+    def begin(self, st, i, key, draw):
+        if self.grid:
+            st.d = torch.zeros(self.n, device=self.device)  # f(x) - f(x_p) per evaluation
+
     def points(self, st, idx):
-        m = self._masks(idx)
         if self.inc is not None:  # the incremental module builds its own inputs from the cache
-            return None, m
+            return None, (None if self.grid else self._masks(idx))
+        m = self._masks(idx)
         x = st.x.unsqueeze(0)
         # Captum: input * (1 - mask) + baseline * mask
         return x * (1 - m) + self.base * m, m
@@ -444,10 +454,25 @@ class _Occ(_Expansion):
         if j0 == 0:  # the unoccluded forward comes first, in this batch or an earlier one
             st.f0 = y[0]
         diff = st.f0 - y  # f(x) - f(x_occluded); index 0 has an all-zero mask
+        if self.grid:
+            st.d[idx] = diff
+            return None
         return diff.view(-1, 1, 1, 1) * aux
 
     def finish(self, st, acc):
+        if self.grid:  # feature p = qy + sc1 * qx (the channel count is 1)
+            _, sc1, sc2 = self.shift_counts
+            d = st.d[1:].view(sc2, sc1).t().reshape(1, 1, sc1, sc2)
+            s = torch.nn.functional.conv_transpose2d(d, self.ones, stride=self.stride[1:])
+            H, W = self.shape[1:]
+            return (s[0, :, :H, :W] / self.weight[:1]).expand(self.shape)
         return acc / self.weight
+
+
+def _cat_contribs(contribs):
+    if contribs[0] is None:
+        return None
+    return torch.cat(contribs) if len(contribs) > 1 else contribs[0]
 
 
 def _make_expansion(spec: MethodSpec, shape, device) -> _Expansion:
@@ -783,7 +808,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             sl = slice(start, start + cnt)
             contribs.append(exp.contrib(states[i], idx, j0, y[sl], None if g is None else g[sl], aux))
             start += cnt
-        return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0], Bp
+        return runs, _cat_contribs(contribs), Bp
 
     def _run_incremental(runs, idxs, auxs, n, Bp):
         """Occlusion through the incremental module: (cache slot, expansion index) per item."""
@@ -811,7 +836,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         for (i, j0, cnt), ix, aux in zip(runs, idxs, auxs):
             contribs.append(exp.contrib(states[i], ix, j0, y[start:start + cnt], None, aux))
             start += cnt
-        return runs, torch.cat(contribs) if len(contribs) > 1 else contribs[0], Bp
+        return runs, _cat_contribs(contribs), Bp
 
     overlap = OVERLAP_HOST and dev.type == "cuda"
     pending: list = []  # finished maps not yet handed to the host: (maps, values, finite flags, event)
@@ -858,8 +883,9 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
             stats["batches"] += 1
             stats["padded_evals"] += Bp - n
             # accumulate per map: one index_add of the batch's contributions into the map slots
-            slot = torch.tensor([i % S for i, _, cnt in runs for _ in range(cnt)]).to(dev, non_blocking=True)
-            acc.index_add_(0, slot, contrib)
+            if contrib is not None:  # (Occlusion on a window grid keeps its own per-map sums)
+                slot = torch.tensor([i % S for i, _, cnt in runs for _ in range(cnt)]).to(dev, non_blocking=True)
+                acc.index_add_(0, slot, contrib)
             for i, _, cnt in runs:
                 done_count[i] += cnt
             pos += n

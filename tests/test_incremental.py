@@ -112,3 +112,18 @@ def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model, mo
     assert engine.last_run_stats["oom_halvings"] == 2 and seen[:3] == [193, 96, 48]
     assert _rel(again, got) <= 1e-5
     assert np.isfinite(again).all()
+
+
+@pytest.mark.parametrize("incremental_on", [True, False])
+def test_per_channel_windows_match_captum(model, incremental_on):
+    # window (1, 9, 9): three channel positions per spatial window, so the engine accumulates
+    # masks instead of the 2-D window grid; stride 6 -> incremental cut after block 0
+    x = _noised(_image(TIGER[0], 96), [55])
+    t = torch.tensor([TIGER[1]])
+    spec = method_spec("occlusion", {"window": [1, 9, 9], "stride": [1, 6, 6], "baseline": 0.3})
+    got = attribute(model, x, t, spec, batch_size=100, incremental=incremental_on)
+    assert engine.last_run_stats["occlusion_incremental_cut"] == (0 if incremental_on else None)
+    ref = captum_attr.Occlusion(model).attribute(x, sliding_window_shapes=(1, 9, 9), strides=(1, 6, 6),
+                                                 baselines=0.3, target=int(t[0]),
+                                                 perturbations_per_eval=100).sum(1)[0].numpy()
+    assert _rel(got[0], ref) <= 1e-4
