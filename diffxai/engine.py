@@ -594,6 +594,10 @@ def default_batch_size(device: str | torch.device, grad: bool, precision: str = 
     if dev.type != "cuda":
         return CPU_BATCH_GRAD if grad else CPU_BATCH_NOGRAD
     free, _ = torch.cuda.mem_get_info(dev)
+    # blocks PyTorch has cached but not handed out are free for this process too: without them the
+    # size depended on what ran before (an H200 run sized IG at 128 after an Occlusion call, 256
+    # in a fresh process), and every new size under compile=True is a recompile
+    free += torch.cuda.memory_reserved(dev) - torch.cuda.memory_allocated(dev)
     # EfficientNet-Lite0 at 224 px keeps ~73 MB of fp32 activations per image; forward+backward
     # needs about 3x that at peak, inference about 1x; bf16 halves it.
     per = 73e6 * (3.0 if grad else 1.0) * (0.5 if precision == "bf16" else 1.0)
