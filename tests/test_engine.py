@@ -333,3 +333,14 @@ def test_bf16_is_close_to_fp32(model, batch64):
     a32 = attribute(model, x, t, spec)
     a16 = attribute(model, x, t, spec, precision="bf16")
     assert np.isfinite(a16).all() and _rel(a16, a32) < 0.3
+
+
+def test_cuda_batch_size_counts_pytorch_cached_blocks_as_free(monkeypatch):
+    # the driver reports 10 GB free, PyTorch holds 60 GB reserved of which 10 GB are in use
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (10e9, 140e9))
+    monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev=None: 60e9)
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 10e9)
+    assert engine.default_batch_size("cuda", grad=True) == 128  # (10 + 50) GB / 2 / 219 MB -> 128
+    monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 60e9)
+    assert engine.default_batch_size("cuda", grad=True) == 16  # only the driver's 10 GB
+    assert engine.default_batch_size("cpu", grad=True) == engine.CPU_BATCH_GRAD
