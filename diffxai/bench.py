@@ -131,6 +131,8 @@ COMPILE_VARIANTS = {
     "compiled_ro_incro": ("reduce-overhead", True),
     "compiled_ro_inccl": ("reduce-overhead", True),
     "compiled_ro_b2x": ("reduce-overhead", True),
+    "compiled_ro_cut4": ("reduce-overhead", True),
+    "compiled_ro_cut5": ("reduce-overhead", True),
 }
 #: variants that run the engine at a multiple of its default batch size
 BATCH_FACTOR = {"compiled_ro_b2x": 2}
@@ -142,6 +144,8 @@ ENGINE_OVERRIDES = {
     "compiled_ro_sync": {"OVERLAP_HOST": False},  # one GPU queue drain per batch (before)
     "compiled_ro_incro": {"INCREMENTAL_COMPILE_MODE": "reduce-overhead"},
     "compiled_ro_inccl": {"INCREMENTAL_CHANNELS_LAST": True},
+    "compiled_ro_cut4": {"INCREMENTAL_MAX_CUT": 4},  # the incremental cut of the first version
+    "compiled_ro_cut5": {"INCREMENTAL_MAX_CUT": 5},
 }
 
 
@@ -694,8 +698,8 @@ def targets_plan(b: Bench, args) -> None:
     """The engine's defaults against the issue's targets, in one run: eager fp32 ceiling, naive
     loop (warmed up) and, per method, the default compiled engine (reduce-overhead CL; Occlusion
     through the incremental module) next to the switches it was built from: Occlusion with full
-    forwards (eager and compiled), IG/GS with one GPU queue drain per batch, twice the default
-    batch size, and eager channels_last (the same arithmetic in another memory layout: the fp32
+    forwards (eager and compiled), twice the default batch size, earlier incremental cuts (blocks
+    4 and 5), IG/GS with one GPU queue drain per batch, and eager channels_last (the same arithmetic in another memory layout: the fp32
     rounding floor of the error vs Captum). Then the paper workload and its ImageNet-1000
     projection with the defaults, with twice the batch size and eager."""
     f = 8 if args.flow_test else 1
@@ -714,9 +718,10 @@ def targets_plan(b: Bench, args) -> None:
     except Exception as exc:
         b.res.setdefault("variant_errors", {})["compiled_ro"] = f"{type(exc).__name__}: {exc}"[:2000]
         b.say(f"compiled_ro FAILED: {b.res['variant_errors']['compiled_ro'][:300]}")
-    plan = [("occlusion", ("compiled_ro", "compiled_ro_full", "compiled_ro_b2x")),
-            ("integrated_gradients", ("compiled_ro", "compiled_ro_sync", "compiled_ro_b2x")),
-            ("gradient_shap", ("compiled_ro", "compiled_ro_sync", "compiled_ro_b2x"))]
+    plan = [("occlusion", ("compiled_ro", "compiled_ro_full", "compiled_ro_b2x", "compiled_ro_cut4",
+                           "compiled_ro_cut5")),
+            ("integrated_gradients", ("compiled_ro", "compiled_ro_sync")),
+            ("gradient_shap", ("compiled_ro", "compiled_ro_sync"))]
     for name, variants in plan:
         if b.left() > 60:
             b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], variants)

@@ -105,6 +105,9 @@ OCCLUSION_INCREMENTAL = True
 #: torch.compile mode for the incremental Occlusion module under ``compile=True`` (None = inductor's
 #: default mode; its cached clean maps are module state, which CUDA graphs would copy every call)
 INCREMENTAL_COMPILE_MODE: str | None = None
+#: deepest block the incremental Occlusion module may cut at (None: incremental.MAX_CUT_BLOCK; the
+#: cut is the deepest block whose changed box covers at most half its map)
+INCREMENTAL_MAX_CUT: int | None = None
 #: channels_last for the incremental Occlusion module on CUDA (measured by the benchmark)
 INCREMENTAL_CHANNELS_LAST = False
 #: CUDA: hand finished maps to the host one batch late, through pinned memory, so that the GPU
@@ -710,10 +713,12 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
 
         icl = INCREMENTAL_CHANNELS_LAST and dev.type == "cuda"
         base, _ = prepare_model(model, dev, compile=False, fold_bn=False, channels_last=icl)
-        ikey = (shape, spec.window, spec.stride, spec.baseline, S, bool(compile), INCREMENTAL_COMPILE_MODE, icl)
+        ikey = (shape, spec.window, spec.stride, spec.baseline, S, bool(compile), INCREMENTAL_COMPILE_MODE, icl,
+                INCREMENTAL_MAX_CUT)
         icache = _incremental_plans.setdefault(base, {})
         if ikey not in icache:  # one plan (and one compiled module) per setting: no recompiles
-            plan = plan_for(base, shape, spec.window, spec.stride, spec.baseline, n_slots=S, channels_last=icl)
+            plan = plan_for(base, shape, spec.window, spec.stride, spec.baseline, n_slots=S, channels_last=icl,
+                            max_cut=INCREMENTAL_MAX_CUT)
             icache[ikey] = (plan, None if plan is None else
                             torch.compile(plan, mode=INCREMENTAL_COMPILE_MODE, dynamic=False) if compile else plan)
         inc, inc_run = icache[ikey]

@@ -2,13 +2,12 @@
 
 An occluded copy of an image differs from the image only inside one window. Through the first
 layers of a convolutional network the *change* stays local: a k x k convolution with stride s
-widens it by k - 1 input pixels and shrinks it by s. EfficientNet-Lite0 spends about two thirds of
-its activation traffic in the stem and blocks 0-4 (112, 56 and 28 px maps), where a 15 px window
-changes a 9x9 .. 11x11 box out of 112x112 .. 28x28. So, per image, the clean activations of those
-layers are computed once; per occluded copy only the changed box is recomputed, layer by layer,
-from the new values inside it and the cached clean values around it (the receptive field). At the
-*cut* (the end of block 4 for a stride of 8) the box is written into the cached clean map and the
-rest of the network runs on full maps as usual.
+widens it by k - 1 input pixels and shrinks it by s. EfficientNet-Lite0 spends much of its time in
+the stem and the first blocks (112, 56, 28 px maps), where a 15 px window changes a 9x9 .. 11x11
+box. So, per image, the clean activations of those layers are computed once; per occluded copy
+only the changed box is recomputed, layer by layer, from the new values inside it and the cached
+clean values around it (the receptive field). At the *cut* block the box is written into the
+cached clean map and the rest of the network runs on full maps as usual.
 
 This is the same function, not an approximation: every recomputed value is the same sum of the same
 products as in the full forward (only the summation order inside a convolution may differ, i.e.
@@ -17,11 +16,10 @@ its receptive field changed. Zero padding (TensorFlow 'SAME', asymmetric for str
 exact: the cached maps are zero-padded with the model's own padding, and any part of a recomputed
 box that lies outside a map is zeroed before it feeds a convolution.
 
-The boxes must move by whole positions from one window to the next at every level up to the cut,
-which needs the window stride to be a multiple of the cumulative stride there (2, 4 or 8 for the
-cuts after the stem/block 0, block 2, block 4); :func:`plan_for` picks the deepest such cut and
-returns None (the engine then runs full forwards) for other models, odd strides or windows so large
-that the box would cover most of the map.
+Boxes have one fixed size per level (the largest over all windows) and a start per window
+position, tabulated once per setting, so batches keep one shape whatever the window stride.
+:func:`plan_for` picks the deepest cut whose box still covers at most ``MAX_BOX_FRACTION`` of its
+map and returns None (the engine then runs full forwards) for other models.
 """
 from __future__ import annotations
 
@@ -33,10 +31,9 @@ from torch import nn
 
 from .models import _LITE0_BLOCKS, EfficientNetLite0
 
-#: deepest cut (block index) tried; past block 4 the stride (16) no longer divides a stride-8
-#: window grid and the boxes cover most of the 14 px maps anyway
-MAX_CUT_BLOCK = 4
-#: use the incremental path only if the box at the cut covers at most this fraction of the map
+#: deepest cut (block index) considered
+MAX_CUT_BLOCK = 15
+#: the cut is the deepest block whose box covers at most this fraction of its map (area)
 MAX_BOX_FRACTION = 0.5
 
 
@@ -47,32 +44,39 @@ def _same_pad_before(n: int, k: int, s: int) -> int:
 
 
 @dataclass(frozen=True)
-class _Box:
-    """Per-axis box at one level: start ``c + step * q`` for shift index q, length L, map size n."""
+class _Axis:
+    """One axis of a box at one level: start per window position q, fixed length L, map size n."""
 
-    c: int
+    starts: tuple
     L: int
-    step: int
     n: int
 
 
-def _conv_box(b: _Box, k: int, s: int):
-    """Output box of a k/s SAME conv whose input changes in box b, and the input region that output
-    box reads: (out box, region start offset relative to b (<= 0), region length)."""
-    pb = _same_pad_before(b.n, k, s)
-    n_out = -(-b.n // s)
-    c_out = -((-(b.c - k + 1 + pb)) // s)  # ceil
-    hi = (b.c + b.L - 1 + pb) // s
-    out = _Box(c_out, hi - c_out + 1, b.step // s, n_out)
-    r0 = c_out * s - pb  # region start at q = 0
-    return out, r0, (out.L - 1) * s + k
+@dataclass(frozen=True)
+class _Conv:
+    """One axis of a spatial conv step: the input box, the output box, and the input region the
+    output box reads (start per q, length) with the input box's offset inside it (per q)."""
+
+    inp: _Axis
+    out: _Axis
+    region: tuple
+    R: int
+    off: tuple
 
 
-class _Level:
-    """A cached clean map (zero-padded by ``lo``/``hi`` per axis) and the box read from it."""
+def _conv_axis(a: _Axis, k: int, s: int) -> _Conv:
+    pb = _same_pad_before(a.n, k, s)
+    lo = [-((-(b - k + 1 + pb)) // s) for b in a.starts]  # first output reading the box (ceil)
+    hi = [(b + a.L - 1 + pb) // s for b in a.starts]  # last one
+    L = max(h - l + 1 for l, h in zip(lo, hi))
+    out = _Axis(tuple(lo), L, -(-a.n // s))
+    region = tuple(l * s - pb for l in lo)
+    return _Conv(a, out, region, (L - 1) * s + k, tuple(b - r for b, r in zip(a.starts, region)))
 
-    def __init__(self, n, lo, hi):
-        self.n, self.lo, self.hi = n, lo, hi
+
+def _margins(starts, L, n):
+    """Zero padding (before, after) so that every [start, start + L) lies inside the padded map."""
+    return max(0, -min(starts)), max(0, max(starts) + L - n)
 
 
 class IncrementalOcclusion(nn.Module):
@@ -86,7 +90,6 @@ class IncrementalOcclusion(nn.Module):
     def __init__(self, model: EfficientNetLite0, shape, window, stride, baseline: float, cut: int, n_slots: int,
                  channels_last: bool = False):
         super().__init__()
-        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.model = model
         self.shape = tuple(shape)
         self.window = tuple(window)
@@ -94,35 +97,22 @@ class IncrementalOcclusion(nn.Module):
         self.baseline = float(baseline)
         self.cut = cut
         self.n_slots = n_slots
-        C, H, W = self.shape
+        self.fmt = torch.channels_last if channels_last else torch.contiguous_format
         self.shift_counts = tuple(int(math.ceil((d - w) / s)) + 1 for d, w, s in zip(self.shape, self.window, self.stride))
-        # per axis (H, W): boxes through the levels; level 0 = input, 1 = stem out, b + 2 = block b out
-        self.boxes = []  # per spatial conv: (in box y, in box x, out y, out x, r0 y, r0 x, R y, R x)
-        by = _Box(0, self.window[1], self.stride[1], H)
-        bx = _Box(0, self.window[2], self.stride[2], W)
-        convs = [(3, 2)] + [(blk[0], blk[1]) for blk in _LITE0_BLOCKS[: cut + 1]]
-        for k, s in convs:
-            oy, r0y, Ry = _conv_box(by, k, s)
-            ox, r0x, Rx = _conv_box(bx, k, s)
-            self.boxes.append((by, bx, oy, ox, r0y, r0x, Ry, Rx))
-            by, bx = oy, ox
-        self.cut_box = (by, bx)
-
-        # margins of the cached maps: every region/box read from them must lie inside the padded map
-        def margins(c0, L, step, q_count, n):
-            return max(0, -c0), max(0, c0 + step * (q_count - 1) + L - n)
-
-        Qy, Qx = self.shift_counts[1], self.shift_counts[2]
-        self.conv_in = []  # padded conv-input cache per spatial conv (input image, E of each block)
-        for (iy, ix, oy, ox, r0y, r0x, Ry, Rx) in self.boxes:
-            ly = margins(r0y, Ry, iy.step, Qy, iy.n)
-            lx = margins(r0x, Rx, ix.step, Qx, ix.n)
-            self.conv_in.append((ly, lx))
-        self.res_in = []  # padded block-input cache for residual adds (read at the output box)
-        for (iy, ix, oy, ox, *_r) in self.boxes[1:]:
-            self.res_in.append((margins(oy.c, oy.L, oy.step, Qy, oy.n), margins(ox.c, ox.L, ox.step, Qx, ox.n)))
-        cy, cx = self.cut_box
-        self.cut_pad = (margins(cy.c, cy.L, cy.step, Qy, cy.n), margins(cx.c, cx.L, cx.step, Qx, cx.n))
+        self.convs = plan_axes(self.shape, self.window, self.stride, cut)  # [(y, x)] per spatial conv
+        self.cut_box = (self.convs[-1][0].out, self.convs[-1][1].out)
+        # padding of the cached conv inputs (input image, then each block's depthwise input), of the
+        # cached block inputs for residual adds (read over the output box), and of the cut map
+        self.pad_in = [tuple(_margins(c.region, c.R, c.inp.n) for c in yx) for yx in self.convs]
+        self.pad_res = [tuple(_margins(c.out.starts, c.out.L, c.out.n) for c in yx) for yx in self.convs[1:]]
+        self.pad_cut = tuple(_margins(a.starts, a.L, a.n) for a in self.cut_box)
+        # the per-q tables as tensors on the model's device, indexed by each copy's window position
+        dev = next(model.parameters()).device
+        for j, (cy, cx) in enumerate(self.convs):
+            for ax, c, (plo, _) in (("y", cy, self.pad_in[j][0]), ("x", cx, self.pad_in[j][1])):
+                for name, v in (("region", [r + plo for r in c.region]), ("off", c.off),
+                                ("start", c.inp.starts), ("ostart", c.out.starts)):
+                    self.register_buffer(f"{name}{j}{ax}", torch.tensor(v, device=dev), persistent=False)
         self._caches: dict[str, torch.Tensor] = {}
 
     # ---------------------------------------------------------------- clean caches
@@ -130,7 +120,7 @@ class IncrementalOcclusion(nn.Module):
         (ylo, yhi), (xlo, xhi) = pads
         buf = self._caches.get(name)
         C, h, w = t.shape
-        if buf is None:
+        if buf is None or buf.device != t.device:
             buf = torch.zeros((self.n_slots, C, h + ylo + yhi, w + xlo + xhi), dtype=t.dtype, device=t.device)
             self._caches[name] = buf
         buf[slot, :, ylo:ylo + h, xlo:xlo + w] = t
@@ -140,121 +130,135 @@ class IncrementalOcclusion(nn.Module):
         """Cache the clean activations of image x (C, H, W) in ``slot``."""
         m = self.model
         x = x.unsqueeze(0)
-        self._store("in0", slot, x[0], self.conv_in[0])
+        self._store("in0", slot, x[0], self.pad_in[0])
         a = nn.functional.relu6(m._bn0(m._conv_stem(x)))
         for b in range(self.cut + 1):
             blk = m._blocks[b]
             if blk.skip:
-                self._store(f"res{b}", slot, a[0], self.res_in[b])
+                self._store(f"res{b}", slot, a[0], self.pad_res[b])
             e = nn.functional.relu6(blk._bn0(blk._expand_conv(a))) if blk.expand else a
-            self._store(f"in{b + 1}", slot, e[0], self.conv_in[b + 1])
+            self._store(f"in{b + 1}", slot, e[0], self.pad_in[b + 1])
             a = blk(a)
-        self._store("cut", slot, a[0], self.cut_pad)
+        self._store("cut", slot, a[0], self.pad_cut)
 
     # ---------------------------------------------------------------- batched forward
     @staticmethod
-    def _gather(buf, slots, y0, x0, Ly, Lx):
-        """buf[slots[i], :, y0[i]:y0[i]+Ly, x0[i]:x0[i]+Lx] for every i -> (B, C, Ly, Lx)."""
-        dev = buf.device
+    def _grid(y0, x0, Ly, Lx):
+        dev = y0.device
         rows = y0.view(-1, 1) + torch.arange(Ly, device=dev)
         cols = x0.view(-1, 1) + torch.arange(Lx, device=dev)
-        out = buf[slots.view(-1, 1, 1), :, rows[:, :, None], cols[:, None, :]]  # (B, Ly, Lx, C)
-        return out.permute(0, 3, 1, 2)
+        return rows[:, :, None], cols[:, None, :]
+
+    def _gather(self, buf, slots, y0, x0, Ly, Lx):
+        """buf[slots[i], :, y0[i]:y0[i]+Ly, x0[i]:x0[i]+Lx] for every i -> (B, C, Ly, Lx), a copy."""
+        r, c = self._grid(y0, x0, Ly, Lx)
+        return buf[slots.view(-1, 1, 1), :, r, c].permute(0, 3, 1, 2).contiguous(memory_format=self.fmt)
+
+    def _put(self, dst, t, y0, x0):
+        """dst[i, :, y0[i]:y0[i]+h, x0[i]:x0[i]+w] = t[i] for every i (in place)."""
+        r, c = self._grid(y0, x0, t.shape[2], t.shape[3])
+        bi = torch.arange(dst.shape[0], device=dst.device).view(-1, 1, 1)
+        dst[bi, :, r, c] = t.permute(0, 2, 3, 1).to(dst.dtype)
+        return dst
 
     @staticmethod
-    def _inside(box: _Box, q: torch.Tensor):
-        """(B, L) bool: which positions of the box lie inside the map."""
-        pos = box.c + box.step * q.view(-1, 1) + torch.arange(box.L, device=q.device)
-        return (pos >= 0) & (pos < box.n)
-
-    def _mask(self, t, by, bx, qy, qx):
-        m = self._inside(by, qy)[:, None, :, None] & self._inside(bx, qx)[:, None, None, :]
+    def _mask(t, y0, x0, ny, nx):
+        """Zero the positions of boxes (B, C, h, w) starting at (y0, x0) that lie outside the map."""
+        dev = t.device
+        py = y0.view(-1, 1) + torch.arange(t.shape[2], device=dev)
+        px = x0.view(-1, 1) + torch.arange(t.shape[3], device=dev)
+        m = ((py >= 0) & (py < ny))[:, None, :, None] & ((px >= 0) & (px < nx))[:, None, None, :]
         return t * m.to(t.dtype)
 
-    def _region(self, name, pads, t, by, bx, r0y, r0x, Ry, Rx, qy, qx, slots):
-        """The conv input over the region (Ry, Rx): cached clean values, the box replaced by t."""
-        (ylo, _), (xlo, _) = pads
-        R = self._gather(self._caches[name], slots, r0y + by.step * qy + ylo, r0x + bx.step * qx + xlo, Ry, Rx)
-        R = R.clone(memory_format=self.fmt)
-        oy, ox = by.c - r0y, bx.c - r0x
-        R[:, :, oy:oy + by.L, ox:ox + bx.L] = t
-        return R
+    def _conv_input(self, j, name, t, qy, qx, slots):
+        """The conv input over conv j's region: cached clean values with the box replaced by t
+        (t already zero outside the map)."""
+        cy, cx = self.convs[j]
+        R = self._gather(self._caches[name], slots, getattr(self, f"region{j}y")[qy],
+                         getattr(self, f"region{j}x")[qx], cy.R, cx.R)
+        return self._put(R, t, getattr(self, f"off{j}y")[qy], getattr(self, f"off{j}x")[qx])
 
     def forward(self, slots: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
         m = self.model
         C = self.shape[0]
         p = (idx - 1).clamp(min=0)
-        sc0, sc1 = self.shift_counts[0], self.shift_counts[1]
+        sc0, sc1, sc2 = self.shift_counts
         c0 = (p % sc0) * self.stride[0]
         qy = (p // sc0) % sc1
-        qx = p // (sc0 * sc1) % self.shift_counts[2]
+        qx = p // (sc0 * sc1) % sc2
         # level 0: the window box of the input, occluded channels set to the baseline
-        by, bx = self.boxes[0][0], self.boxes[0][1]
-        (ylo, _), (xlo, _) = self.conv_in[0]
-        t = self._gather(self._caches["in0"], slots, by.step * qy + ylo, bx.step * qx + xlo, by.L, bx.L)
+        cy, cx = self.convs[0]
+        (ylo, _), (xlo, _) = self.pad_in[0]
+        y0, x0 = self.start0y[qy], self.start0x[qx]
+        t = self._gather(self._caches["in0"], slots, y0 + ylo, x0 + xlo, cy.inp.L, cx.inp.L)
         ch = torch.arange(C, device=idx.device).view(1, -1)
         occ = (ch >= c0.view(-1, 1)) & (ch < (c0 + self.window[0]).view(-1, 1)) & (idx > 0).view(-1, 1)
         t = torch.where(occ[:, :, None, None], torch.full_like(t, self.baseline), t)
-        t = self._mask(t, by, bx, qy, qx)  # outside the image: zero padding, not the baseline
-        # stem
-        iy, ix, oy, ox, r0y, r0x, Ry, Rx = self.boxes[0]
-        R = self._region("in0", self.conv_in[0], t, iy, ix, r0y, r0x, Ry, Rx, qy, qx, slots)
-        a = nn.functional.relu6(m._bn0(m._conv_stem[1](R)))
+        t = self._mask(t, y0, x0, cy.inp.n, cx.inp.n)  # outside the image: zero padding, not the baseline
+        a = nn.functional.relu6(m._bn0(m._conv_stem[1](self._conv_input(0, "in0", t, qy, qx, slots))))
         for b in range(self.cut + 1):
             blk = m._blocks[b]
-            iy, ix, oy, ox, r0y, r0x, Ry, Rx = self.boxes[b + 1]
+            j = b + 1
+            cy, cx = self.convs[j]
+            y0, x0 = getattr(self, f"start{j}y")[qy], getattr(self, f"start{j}x")[qx]
             e = nn.functional.relu6(blk._bn0(blk._expand_conv(a))) if blk.expand else a
-            e = self._mask(e, iy, ix, qy, qx)
-            R = self._region(f"in{b + 1}", self.conv_in[b + 1], e, iy, ix, r0y, r0x, Ry, Rx, qy, qx, slots)
-            h = nn.functional.relu6(blk._bn1(blk._depthwise_conv[1](R)))
+            e = self._mask(e, y0, x0, cy.inp.n, cx.inp.n)
+            h = nn.functional.relu6(blk._bn1(blk._depthwise_conv[1](self._conv_input(j, f"in{j}", e, qy, qx, slots))))
             h = blk._bn2(blk._project_conv(h))
             if blk.skip:  # the block input over the output box: cached, the changed box replaced
-                (rylo, _), (rxlo, _) = self.res_in[b]
-                X = self._gather(self._caches[f"res{b}"], slots, oy.c + oy.step * qy + rylo,
-                                 ox.c + ox.step * qx + rxlo, oy.L, ox.L).clone(memory_format=self.fmt)
-                X[:, :, iy.c - oy.c:iy.c - oy.c + iy.L, ix.c - ox.c:ix.c - ox.c + ix.L] = a
-                h = h + X
+                (rylo, _), (rxlo, _) = self.pad_res[b]
+                oy0, ox0 = getattr(self, f"ostart{j}y")[qy], getattr(self, f"ostart{j}x")[qx]
+                X = self._gather(self._caches[f"res{b}"], slots, oy0 + rylo, ox0 + rxlo, cy.out.L, cx.out.L)
+                h = h + self._put(X, a, y0 - oy0, x0 - ox0)
             a = h
         # the cut: write each box into its image's clean map, then the rest of the network
-        cy, cx = self.cut_box
-        (ylo, yhi), (xlo, xhi) = self.cut_pad
-        full = self._caches["cut"][slots]  # (B, C, H + pads, W + pads)
-        dev = idx.device
-        rows = cy.c + cy.step * qy.view(-1, 1) + ylo + torch.arange(cy.L, device=dev)
-        cols = cx.c + cx.step * qx.view(-1, 1) + xlo + torch.arange(cx.L, device=dev)
-        bi = torch.arange(full.shape[0], device=dev).view(-1, 1, 1)
-        full[bi, :, rows[:, :, None], cols[:, None, :]] = a.permute(0, 2, 3, 1).to(full.dtype)
-        x = full[:, :, ylo:ylo + cy.n, xlo:xlo + cx.n].contiguous(memory_format=self.fmt)
+        ay, ax = self.cut_box
+        (ylo, _), (xlo, _) = self.pad_cut
+        j = self.cut + 1
+        full = self._caches["cut"][slots]  # (B, C, H + pads, W + pads), a copy
+        full = self._put(full, a, getattr(self, f"ostart{j}y")[qy] + ylo, getattr(self, f"ostart{j}x")[qx] + xlo)
+        x = full[:, :, ylo:ylo + ay.n, xlo:xlo + ax.n].contiguous(memory_format=self.fmt)
         for blk in m._blocks[self.cut + 1:]:
             x = blk(x)
         x = nn.functional.relu6(m._bn1(m._conv_head(x)))
         return m._fc(x.mean((2, 3)))
 
 
+def plan_axes(shape, window, stride, cut: int):
+    """Box geometry per spatial conv (stem, then the depthwise conv of blocks 0..cut): [(y, x)]."""
+    C, H, W = shape
+    out = []
+    axes = []
+    for d, w, s in ((H, window[1], stride[1]), (W, window[2], stride[2])):
+        Q = int(math.ceil((d - w) / s)) + 1
+        axes.append(_Axis(tuple(q * s for q in range(Q)), w, d))
+    convs = [(3, 2)] + [(k, s) for (k, s, *_r) in _LITE0_BLOCKS[: cut + 1]]
+    for k, s in convs:
+        cy, cx = _conv_axis(axes[0], k, s), _conv_axis(axes[1], k, s)
+        out.append((cy, cx))
+        axes = [cy.out, cx.out]
+    return out
+
+
 def plan_for(model: nn.Module, shape, window, stride, baseline: float, n_slots: int,
-             channels_last: bool = False) -> IncrementalOcclusion | None:
+             channels_last: bool = False, max_cut: int | None = None) -> IncrementalOcclusion | None:
     """An :class:`IncrementalOcclusion` for ``model`` and these Occlusion settings, or None where the
-    incremental path does not apply (not EfficientNet-Lite0, a window stride not divisible by 2,
-    boxes that would cover most of the map)."""
+    incremental path does not apply (not EfficientNet-Lite0, or a box that covers more than
+    ``MAX_BOX_FRACTION`` of the map already after block 0). ``max_cut``: deepest block to cut
+    at (default ``MAX_CUT_BLOCK``)."""
     if type(model) is not EfficientNetLite0 or len(shape) != 3:
         return None
-    C, H, W = shape
-    if window[0] > C or any(w > d for w, d in zip(window, shape)):
+    if window[0] > shape[0] or any(w > d for w, d in zip(window, shape)):
         return None
-    # cumulative stride after the stem and each block
-    cum, S = [], 2
-    for b, (k, s, *_rest) in enumerate(_LITE0_BLOCKS):
-        S *= s
-        cum.append(S)
+    limit = MAX_CUT_BLOCK if max_cut is None else max_cut
+    geo = plan_axes(shape, window, stride, min(limit, len(_LITE0_BLOCKS) - 1))
     cut = None
-    for b in range(min(MAX_CUT_BLOCK, len(cum) - 1), -1, -1):
-        if stride[1] % cum[b] == 0 and stride[2] % cum[b] == 0:
+    for b in range(len(geo) - 1):  # geo[b + 1]: block b's depthwise conv
+        oy, ox = geo[b + 1][0].out, geo[b + 1][1].out
+        if oy.L * ox.L <= MAX_BOX_FRACTION * oy.n * ox.n:
             cut = b
+        else:
             break
     if cut is None:
         return None
-    inc = IncrementalOcclusion(model, shape, window, stride, baseline, cut, n_slots, channels_last)
-    cy, cx = inc.cut_box
-    if cy.L * cx.L > MAX_BOX_FRACTION * cy.n * cx.n:
-        return None
-    return inc
+    return IncrementalOcclusion(model, shape, window, stride, baseline, cut, n_slots, channels_last)

@@ -33,10 +33,11 @@ def _full_logits(model, x, spec, idx):
 
 
 @pytest.mark.parametrize("window,stride,baseline,cut", [
-    ((3, 15, 15), (3, 8, 8), 0.0, 4),     # the study's setting: cut after block 4 (28 px maps)
-    ((3, 31, 31), (3, 16, 16), 0.5, 4),   # larger window, nonzero baseline
-    ((3, 7, 7), (3, 4, 4), -1.0, 2),      # stride 4: cut after block 2 (56 px)
-    ((1, 5, 9), (1, 2, 6), 0.25, 0),      # one channel at a time, non-square window, stride 2 / 6
+    ((3, 15, 15), (3, 8, 8), 0.0, 6),     # the study's setting: cut after block 6 (14 px maps)
+    ((3, 31, 31), (3, 16, 16), 0.5, 6),   # larger window, nonzero baseline
+    ((3, 7, 7), (3, 4, 4), -1.0, 6),      # small window
+    ((1, 5, 9), (1, 2, 6), 0.25, 6),      # one channel at a time, non-square window, stride 2 / 6
+    ((3, 15, 15), (3, 7, 7), 0.0, 6),     # odd stride: window boxes move by half positions
 ])
 def test_logits_equal_full_forward_everywhere_including_borders(model, tiger224, window, stride, baseline, cut):
     x = tiger224
@@ -70,30 +71,31 @@ def test_plan_is_refused_where_it_cannot_be_exact_or_fast(model):
 
     shape = (3, 224, 224)
     assert incremental.plan_for(torchvision.models.resnet18(), shape, (3, 15, 15), (3, 8, 8), 0.0, 2) is None
-    assert incremental.plan_for(model, shape, (3, 15, 15), (3, 7, 7), 0.0, 2) is None  # odd stride
-    assert incremental.plan_for(model, shape, (3, 150, 150), (3, 8, 8), 0.0, 2) is None  # box > half the map
-    assert incremental.plan_for(model, (3, 96, 96), (3, 15, 15), (3, 8, 8), 0.0, 2) is None  # small image
+    assert incremental.plan_for(model, shape, (3, 200, 200), (3, 8, 8), 0.0, 2) is None  # box > half the map
+    # the cut is the deepest block whose box covers at most half of its map, or max_cut
+    assert incremental.plan_for(model, (3, 96, 96), (3, 15, 15), (3, 8, 8), 0.0, 2).cut == 3
+    assert incremental.plan_for(model, shape, (3, 15, 15), (3, 8, 8), 0.0, 2, max_cut=4).cut == 4
 
 
 def test_engine_incremental_equals_full_path_at_the_study_setting(model, tiger224):
     spec = method_spec("occlusion", {"window": [3, 15, 15], "stride": [3, 8, 8]})
     x, t = tiger224.unsqueeze(0), torch.tensor([TIGER[1]])
     fast = attribute(model, x, t, spec, batch_size=64)
-    assert engine.last_run_stats["occlusion_incremental_cut"] == 4
+    assert engine.last_run_stats["occlusion_incremental_cut"] == 6
     full = attribute(model, x, t, spec, batch_size=64, incremental=False)
     assert engine.last_run_stats["occlusion_incremental_cut"] is None
     assert _rel(fast, full) <= 1e-5
 
 
 def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model, monkeypatch):
-    # 96 px, window 7 stride 4: cut after block 2; 24 x 24 windows + 1 = 577 evaluations per map,
+    # 96 px, window 7 stride 4: cut after block 3; 24 x 24 windows + 1 = 577 evaluations per map,
     # so a batch of 200 spans two maps and the last one is padded
     x = torch.cat([_noised(_image(TIGER[0], 96), [40]), _noised(_image(PERSIAN[0], 96), [70])])
     t = torch.tensor([TIGER[1], PERSIAN[1]])
     spec = method_spec("occlusion", {"window": [3, 7, 7], "stride": [3, 4, 4]})
     got = attribute(model, x, t, spec, batch_size=200)
     stats = dict(engine.last_run_stats)
-    assert stats["occlusion_incremental_cut"] == 2 and stats["padded_evals"] > 0
+    assert stats["occlusion_incremental_cut"] == 3 and stats["padded_evals"] > 0
     occ = captum_attr.Occlusion(model)
     for i in range(len(x)):
         ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 7, 7), strides=(3, 4, 4), baselines=0.0,
@@ -117,12 +119,12 @@ def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model, mo
 @pytest.mark.parametrize("incremental_on", [True, False])
 def test_per_channel_windows_match_captum(model, incremental_on):
     # window (1, 9, 9): three channel positions per spatial window, so the engine accumulates
-    # masks instead of the 2-D window grid; stride 6 -> incremental cut after block 0
+    # masks instead of the 2-D window grid
     x = _noised(_image(TIGER[0], 96), [55])
     t = torch.tensor([TIGER[1]])
     spec = method_spec("occlusion", {"window": [1, 9, 9], "stride": [1, 6, 6], "baseline": 0.3})
     got = attribute(model, x, t, spec, batch_size=100, incremental=incremental_on)
-    assert engine.last_run_stats["occlusion_incremental_cut"] == (0 if incremental_on else None)
+    assert engine.last_run_stats["occlusion_incremental_cut"] == (3 if incremental_on else None)
     ref = captum_attr.Occlusion(model).attribute(x, sliding_window_shapes=(1, 9, 9), strides=(1, 6, 6),
                                                  baselines=0.3, target=int(t[0]),
                                                  perturbations_per_eval=100).sum(1)[0].numpy()
