@@ -616,9 +616,10 @@ def main(argv=None) -> int:
     ap.add_argument("--config", default=str(ROOT / "config" / "paper.yaml"))
     ap.add_argument("--budget-s", type=float, default=None, help="skip optional sections past this many seconds")
     ap.add_argument("--no-compile", action="store_true", help="CUDA: skip the torch.compile measurements")
-    ap.add_argument("--plan", default="full", choices=("full", "compile-modes", "targets"),
+    ap.add_argument("--plan", default="full", choices=("full", "compile-modes", "targets", "paper"),
                     help="CUDA: 'compile-modes' = eager fp32 + the torch.compile modes/layouts only; "
-                         "'targets' = the engine defaults against the issue's targets, with A/B switches")
+                         "'targets' = the engine defaults against the issue's targets, with A/B switches; "
+                         "'paper' = the paper workload with the defaults, three times")
     ap.add_argument("--mat-limit-s", type=float, default=90.0,
                     help="compile-modes: end the run if max-autotune compiling takes longer")
     ap.add_argument("--size", type=int, default=224, help=argparse.SUPPRESS)  # smoke tests only
@@ -633,7 +634,7 @@ def main(argv=None) -> int:
         args.budget_s = 330.0 if cuda else (420.0 if args.quick else 3600.0)
     if cuda:  # fp32 means fp32 for every fp32 number below (Captum's naive loop included)
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
-    args.minimal = cuda and args.plan in ("compile-modes", "targets")
+    args.minimal = cuda and args.plan in ("compile-modes", "targets", "paper")
     b = Bench(args)
     b.env()
     b.data()
@@ -641,6 +642,8 @@ def main(argv=None) -> int:
     q = args.quick
     if args.minimal and args.plan == "targets":
         targets_plan(b, args)
+    elif args.minimal and args.plan == "paper":
+        paper_plan(b, args)
     elif args.minimal:
         compile_modes_plan(b, args)
     elif cuda:
@@ -728,6 +731,19 @@ def targets_plan(b: Bench, args) -> None:
     for v in ("compiled_ro", "compiled_ro_b2x", "eager"):
         if b.left() > 40:
             b.paper_workload(pw, 3, v)
+
+
+def paper_plan(b: Bench, args) -> None:
+    """The paper workload (and its ImageNet-1000 projection) with the engine defaults, repeated
+    three times in one process (naive loop re-measured each time), to see its spread."""
+    f = 8 if args.flow_test else 1
+    pw = {"integrated_gradients": 100 // f, "gradient_shap": 100 // f, "occlusion": max(1, 40 // f)}
+    for _ in range(3):
+        if b.left() < 30:
+            break
+        b.paper_workload(pw, 3, "compiled_ro")
+        b.res.setdefault("paper_repeats", []).append(b.res["paper_workload"]["compiled_ro"])
+        b.save("paper_repeat")
 
 
 def compile_modes_plan(b: Bench, args) -> None:
