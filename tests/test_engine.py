@@ -184,6 +184,20 @@ def test_softmax_output_matches_captum(model, batch64):
 
 
 # ------------------------------------------------------------------ batching machinery
+def inject_oom(monkeypatch, above: int) -> list:
+    """Make every device batch larger than ``above`` raise CUDA out-of-memory; returns the list
+    of batch sizes tried."""
+    seen = []
+
+    def hook(bs):
+        seen.append(bs)
+        if bs > above:
+            raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
+
+    monkeypatch.setattr(engine, "_oom_hook", hook)
+    return seen
+
+
 def test_padding_does_not_leak_and_results_do_not_depend_on_batch_size(model, batch64):
     x, t = batch64  # 3 maps x 5 steps = 15 evaluations
     spec = method_spec("integrated_gradients", {"n_steps": 5})
@@ -213,14 +227,7 @@ def test_oom_backoff_halves_and_gives_the_same_result(model, batch64, monkeypatc
     x, t = batch64
     spec = method_spec("integrated_gradients", {"n_steps": 6})
     ref = attribute(model, x, t, spec, batch_size=3)
-    seen = []
-
-    def hook(bs):
-        seen.append(bs)
-        if bs > 3:
-            raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
-
-    monkeypatch.setattr(engine, "_oom_hook", hook)
+    seen = inject_oom(monkeypatch, above=3)
     got = attribute(model, x, t, spec, batch_size=18)
     assert engine.last_run_stats["oom_halvings"] == 3 and engine.last_run_stats["batch_size"] == 2
     assert seen[:4] == [18, 9, 4, 2]

@@ -9,7 +9,7 @@ import torch
 from diffxai import engine, incremental
 from diffxai.engine import attribute, method_spec
 
-from test_engine import PERSIAN, TIGER, _image, _noised, _rel
+from test_engine import PERSIAN, TIGER, _image, _noised, _rel, inject_oom
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -101,14 +101,7 @@ def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model, mo
         ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 7, 7), strides=(3, 4, 4), baselines=0.0,
                             target=int(t[i]), perturbations_per_eval=100).sum(1)[0].numpy()
         assert _rel(got[i], ref) <= 1e-4, i
-    seen = []
-
-    def hook(bs):
-        seen.append(bs)
-        if bs > 50:
-            raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
-
-    monkeypatch.setattr(engine, "_oom_hook", hook)
+    seen = inject_oom(monkeypatch, above=50)
     again = attribute(model, x, t, spec, batch_size=200)
     # eager batches are balanced (1154 evaluations -> 6 x 193), then halved twice to fit under 50
     assert engine.last_run_stats["oom_halvings"] == 2 and seen[:3] == [193, 96, 48]
