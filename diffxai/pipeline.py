@@ -164,11 +164,15 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
             result = engine.attribute(model, x, targets, spec, device=claim.device, precision=precision,
                              batch_size=batch_size, output=output, draw_keys=keys,
                              on_result=on_result, progress=progress, compile=compile)
+            run = engine.last_run_stats  # how the engine ran it (provenance; the numbers do not depend on it)
+            engine_info = {k: run.get(k) for k in ("batch_size", "compiled", "compile_mode", "channels_last",
+                                                   "oom_halvings", "occlusion_incremental_cut")}
             attrs = dict(_class_attrs(c), method=method, settings=json_attr(settings), classifier=classifier,
                          target_mode=target, output=output, precision=precision, device=claim.device,
                          device_name=(torch.cuda.get_device_name() if claim.device == "cuda" else "cpu"),
                          gpu_slot=-1 if claim.slot is None else claim.slot,
                          seeds=[int(s) for s in nds["seed"].values], seconds=round(time.perf_counter() - t0, 2),
+                         engine=json_attr(engine_info),
                          **_versions())
             if precision == "bf16":
                 n = min(4, len(x))

@@ -1,4 +1,5 @@
 """The whole DAG on a tiny config, run for real with Snakemake in a temporary folder."""
+import json
 import os
 import re
 import shutil
@@ -60,6 +61,9 @@ def test_every_output_of_the_tiny_dag(tiny_run):
             for key in ("method", "settings", "captum_version", "device", "precision", "seeds", "target_mode"):
                 assert key in a.attrs, key
             assert a.attrs["method"] == m and a.attrs["precision"] == "fp32"
+            # Occlusion ran through the incremental module (EfficientNet-Lite0), the others cannot
+            cut = json.loads(a.attrs["engine"])["occlusion_incremental_cut"]
+            assert (cut is not None) == (m == "occlusion"), (m, cut)
             assert (a["target"].values == probs.attrs["class_index"]).all()
             assert (r / "benchmarks" / f"attribute_{m}" / f"{s}.tsv").is_file()
             assert a.attrs["gpu_slot"] in (0, 1), "each GPU job claimed one of the two fake devices"
