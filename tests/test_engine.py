@@ -245,13 +245,20 @@ def test_results_stream_in_order_as_maps_finish(model, batch64):
     x, t = batch64
     calls, prog = [], []
     spec = method_spec("integrated_gradients", {"n_steps": 4})
-    out = attribute(model, x, t, spec, batch_size=3,
-                    on_result=lambda sl, maps: calls.append((sl.start, sl.stop, maps.copy())),
-                    progress=lambda d, n: prog.append((d, n)))
+    batches_run = []
+
+    def on_result(sl, maps):
+        calls.append((sl.start, sl.stop, maps.copy()))
+        batches_run.append(engine.last_run_stats["batches"])
+
+    out = attribute(model, x, t, spec, batch_size=3, on_result=on_result, progress=lambda d, n: prog.append((d, n)))
     assert [(a, b) for a, b, _ in calls] == [(0, 1), (1, 2), (2, 3)]  # 12 evals in 4 batches of 3
     for a, b, m in calls:
         np.testing.assert_array_equal(m, out[a:b])
     assert prog[-1] == (3, 3)
+    # handed over one batch after finishing (OVERLAP_HOST), never later: map 0 finishes in batch
+    # 2 and arrives after batch 3, maps 1 and 2 finish in batches 3 and 4 and arrive at the end
+    assert batches_run == [3, 4, 4]
 
 
 def test_gradient_shap_draw_keys_make_maps_independent_of_batching(model, batch64):
