@@ -61,14 +61,6 @@ def _paper_settings(path: Path) -> tuple[dict, str]:
         return PAPER_DEFAULT, f"built-in (could not read {path}: {type(exc).__name__})"
 
 
-def _class_index(synset: str) -> int:
-    for line in (ROOT / "diffxai" / "data" / "imagenet_classes.tsv").read_text().splitlines()[1:]:
-        f = line.split("\t")
-        if f[1] == synset:
-            return int(f[0])
-    raise DiffxaiError(f"synset {synset} not in the class table")
-
-
 def _load_x0(image_dir: Path, synset: str) -> torch.Tensor:
     from .images import find_image, load_rgb, preprocess
 
@@ -78,6 +70,7 @@ def _load_x0(image_dir: Path, synset: str) -> torch.Tensor:
 
 
 def _alpha_bar(T=100, beta_start=1e-4, beta_end=0.02) -> torch.Tensor:
+    # not diffxai.noise (diffusers): the GPU machine's image has no diffusers
     return torch.cumprod(1 - torch.linspace(beta_start, beta_end, T, dtype=torch.float64), 0)
 
 
@@ -317,6 +310,8 @@ class Bench:
         self.save("env")
 
     def data(self):
+        from .classes import resolve_class
+
         img_dir = Path(self.args.image_dir)
         if not img_dir.is_dir() or not any(img_dir.glob(f"{STUDY[0]}*")):
             img_dir = ROOT / ".devdata"
@@ -324,7 +319,7 @@ class Bench:
         if self.args.size != 224:  # smoke tests of this script: the model is fully convolutional
             x0s = [torch.nn.functional.interpolate(x[None], size=(self.args.size,) * 2, mode="bilinear",
                                                    antialias=True)[0] for x in x0s]
-        self.maps = Maps(x0s, [_class_index(s) for s in STUDY])
+        self.maps = Maps(x0s, [resolve_class(s).index for s in STUDY])
         self.paper, src = _paper_settings(Path(self.args.config))
         self.res["data"] = {"image_dir": str(img_dir), "classes": list(STUDY), "paper_settings": self.paper,
                             "paper_settings_from": src}

@@ -549,7 +549,8 @@ def fold_batchnorm(model: nn.Module) -> nn.Module | None:
 _prepared: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
-#: incremental Occlusion plans per prepared model (weak: they go with the model)
+#: incremental Occlusion plans per prepared model. A plan holds its model, so (as with _prepared,
+#: whose entry may be the model itself) an entry lives as long as the process: one model per job.
 _incremental_plans: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 

@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from diffxai import __version__
 from diffxai.errors import DiffxaiError
-from diffxai.images import find_image
+from diffxai.images import find_image, sha256_file
 
-__all__ = ["download", "fetch_class_image", "sha256_file"]
+__all__ = ["download", "fetch_class_image"]
 
 OFFLINE_HINT = "offline? set image_dir to a folder of ImageNet-named images (--config image_dir=PATH)"
 _CHUNK = 1 << 20
@@ -33,14 +33,6 @@ _SHA256_RE = re.compile(r"[0-9a-f]{64}")
 
 def _one_line(text: object) -> str:
     return " ".join(str(text).split())
-
-
-def sha256_file(path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _require_https(url: str, what: str = "download") -> None:

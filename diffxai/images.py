@@ -22,8 +22,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
-import tempfile
 import threading
 import warnings as _warnings
 from pathlib import Path
@@ -33,7 +31,7 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from diffxai.errors import DiffxaiError
 
-__all__ = ["IMAGE_SUFFIXES", "find_image", "load_rgb", "preprocess", "prepare_image"]
+__all__ = ["IMAGE_SUFFIXES", "find_image", "load_rgb", "preprocess", "prepare_image", "sha256_file"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _HOW_TO_SET = "set image_dir to a folder of ImageNet-named images (--config image_dir=PATH)"
@@ -221,7 +219,8 @@ def preprocess(rgb: np.ndarray, resize: int = 256, crop: int = 224) -> tuple[np.
 
 
 # --------------------------------------------------------------------------- prepare
-def _sha256_file(path: Path) -> str:
+def sha256_file(path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
@@ -230,21 +229,10 @@ def _sha256_file(path: Path) -> str:
 
 
 def _atomic_write_bytes(dest: Path, data: bytes) -> None:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    from .store import atomic_path  # (store needs xarray; this module is also used without it)
+
+    with atomic_path(dest) as tmp:
+        Path(tmp).write_bytes(data)
 
 
 def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, crop: int = 224,
@@ -263,7 +251,7 @@ def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, cr
     png = buf.getvalue()
     record = {
         "source": source if source is not None else str(src_path),
-        "source_sha256": _sha256_file(src_path),
+        "source_sha256": sha256_file(src_path),
         "png_sha256": hashlib.sha256(png).hexdigest(),
         "class_index": class_info.index,
         "synset": class_info.synset,

@@ -51,7 +51,7 @@ def fetch_image(png, meta, classes, image_dir, resize, crop):
 def noise(png, stores, classes, noise):
     from PIL import Image
 
-    from .fetch import sha256_file
+    from .images import sha256_file
     from .noise import image_to_x0, make_scheduler, noise_trajectory, seed_values, select_steps
     from .store import write_dataset
 

@@ -227,18 +227,14 @@ def test_truncated_jpeg_fails_even_if_someone_enabled_truncated_loading(tmp_path
     assert ImageFile.LOAD_TRUNCATED_IMAGES is True  # restored
 
 
-def test_non_image_with_jpg_extension(tmp_path):
-    path = tmp_path / "notes.jpg"
-    path.write_text("this is not a picture\nsecond line\n")
-    with pytest.raises(DiffxaiError, match="not a recognised image") as exc:
-        load_rgb(path)
-    _assert_one_line_naming(exc, path)
-
-
-def test_empty_file(tmp_path):
-    path = tmp_path / "empty.png"
-    path.touch()
-    with pytest.raises(DiffxaiError, match="empty") as exc:
+@pytest.mark.parametrize("name,content,match", [
+    ("notes.jpg", "this is not a picture\nsecond line\n", "not a recognised image"),  # non-image, .jpg name
+    ("empty.png", "", "empty"),
+])
+def test_non_image_or_empty_file(tmp_path, name, content, match):
+    path = tmp_path / name
+    path.write_text(content)
+    with pytest.raises(DiffxaiError, match=match) as exc:
         load_rgb(path)
     _assert_one_line_naming(exc, path)
 
