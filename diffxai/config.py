@@ -23,11 +23,43 @@ def _set_defaults(schema: dict, cfg):
     return cfg
 
 
+def _types(schema: dict) -> set[str]:
+    t = schema.get("type", ())
+    return {t} if isinstance(t, str) else set(t)
+
+
+def coerce_strings(schema: dict, value):
+    """Type the strings Snakemake's ``--config`` delivers inside nested values.
+
+    ``--config 'noise={seeds: 4}'`` is parsed with YAML's BaseLoader, which leaves every leaf a
+    string ('4'); a top-level ``--config steps=4`` is typed, a nested one is not. Where the schema
+    does not allow a string, a string leaf is read as YAML (``'4'`` -> 4, ``'null'`` -> None,
+    ``'[3, 8, 8]'`` -> [3, 8, 8]); anything that does not read as a non-string is left for the
+    schema to reject with the key's name."""
+    types = _types(schema)
+    if isinstance(value, dict) and "object" in types:
+        props = schema.get("properties", {})
+        return {k: coerce_strings(props[k], v) if k in props else v for k, v in value.items()}
+    if isinstance(value, list) and "array" in types and isinstance(schema.get("items"), dict):
+        return [coerce_strings(schema["items"], v) for v in value]
+    if isinstance(value, str) and types and "string" not in types:
+        try:
+            parsed = yaml.safe_load(value)
+        except yaml.YAMLError:
+            return value
+        if not isinstance(parsed, str):
+            return coerce_strings(schema, parsed)
+    return value
+
+
 def validate_config(config: dict, schema_path: str | Path) -> dict:
     """Validate against the JSON schema; the first error becomes one line naming the key."""
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
+    typed = coerce_strings(schema, config)
+    config.clear()
+    config.update(typed)
     validator = jsonschema.Draft7Validator(schema)
     errors = list(validator.iter_errors(config))
     if errors:

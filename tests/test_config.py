@@ -77,8 +77,31 @@ def test_shards():
     assert list(shards)[0] == "shard000"
 
 
+def test_nested_command_line_values_are_typed():
+    """Snakemake's --config parses nested values with YAML's BaseLoader (every leaf a string);
+    the config gets them typed as the schema says, merged into the config file's values."""
+    from snakemake.cli import parse_config
+    from snakemake.utils import update_config
+
+    cfg = copy.deepcopy(BASE)
+    update_config(cfg, parse_config(["noise={seeds: 2, timesteps: [0, 50, 99], beta_end: 0.03}",
+                                     "attribution={seeds: null, occlusion: {window: [3, 15, 15]}}",
+                                     "onset={threshold: 0.4}"]))
+    assert cfg["noise"]["seeds"] == "2"  # what Snakemake hands over
+    cfg = validate_config(cfg, SCHEMA)
+    assert cfg["noise"]["seeds"] == 2 and cfg["noise"]["timesteps"] == [0, 50, 99]
+    assert cfg["noise"]["beta_end"] == 0.03 and cfg["onset"]["threshold"] == 0.4
+    assert cfg["attribution"]["seeds"] is None and cfg["attribution"]["occlusion"]["window"] == [3, 15, 15]
+    assert cfg["noise"]["beta_schedule"] == BASE["noise"]["beta_schedule"]  # merged, not replaced
+    # strings stay strings where the schema allows them; text that is no number stays wrong
+    assert validate_config(_cfg(classes=["283"]), SCHEMA)["classes"] == ["283"]
+    with pytest.raises(DiffxaiError, match=r"noise\.seeds: 'four' is not of type 'integer'"):
+        validate_config(_cfg(noise__seeds="four"), SCHEMA)
+
+
 @pytest.mark.parametrize("override, culprit", [
-    ("noise={'seeds': 0}", "noise.seeds"),
+    ("noise={'seeds': 0}", "noise.seeds: 0 is less than the minimum of 1"),
+    ("noise={steps: 500}", "noise.steps: 500 is more than num_train_timesteps=100"),
     ("classes=['persain cat']", "Persian cat"),
     ("classes=['crane']", "n02012849"),
     ("classes=['tiger','n02129604']", "tiger"),
