@@ -116,6 +116,16 @@ def test_changing_the_schedule_reruns_noise_and_everything_after(tiny_run, tmp_p
     assert not any(r.startswith("fetch_image") for r in rules)
 
 
+def test_nested_command_line_override_reruns_only_its_method(tiny_run):
+    """`--config 'attribution={occlusion: {...}}'` is merged and typed (Snakemake hands nested values
+    over as strings) and replans Occlusion and what reads it, nothing upstream, no other method."""
+    res = snakemake(tiny_run[0], "attribution={occlusion: {window: [3, 56, 56], stride: [3, 56, 56]}}", "-n")
+    rules = _planned_rules(res.stdout + res.stderr)
+    assert {f"attribute_occlusion_{s}" for s in SLUGS} <= rules
+    assert not any(r.startswith(("fetch_image", "noise_", "classify_", "attribute_integrated", "attribute_gradient"))
+                   for r in rules), rules
+
+
 def test_kill_9_during_attribution_then_resume(tmp_path):
     """Kill the whole run while an attribution job is writing; the README's rerun finishes it."""
     cfg = yaml.safe_load(TINY.read_text())
