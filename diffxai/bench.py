@@ -205,9 +205,10 @@ def ceiling(net, dev, B, grad, precision="fp32", channels_last=False, reps=5, wa
 # the naive loop: one Captum call per map
 # --------------------------------------------------------------------------------------------
 @contextlib.contextmanager
-def _record_gs_draws(rec: dict):
-    """Record what Captum's GradientShap draws: torch.normal (NoiseTunnel noise), np.random.choice
-    (baseline indices, _expand_and_update_baselines), np.random.uniform (path coefficients)."""
+def record_gs_draws(rec: dict):
+    """Record what Captum's GradientShap draws into ``rec``: torch.normal (NoiseTunnel noise),
+    np.random.choice (baseline indices, _expand_and_update_baselines), np.random.uniform (path
+    coefficients, InputBaselineXGradient). The engine replays them with ``attribute(draws=)``."""
     real = (torch.normal, np.random.choice, np.random.uniform)
 
     def normal(*a, **k):
@@ -242,7 +243,7 @@ def naive(model, x, t, spec: engine.MethodSpec, dev) -> tuple[np.ndarray, list |
                 xi, baselines=0.0, target=ti, n_steps=spec.n_steps, method=spec.method)
         elif spec.name == "gradient_shap":
             rec: dict = {}
-            with _record_gs_draws(rec):
+            with record_gs_draws(rec):
                 a = GradientShap(model, multiply_by_inputs=spec.multiply_by_inputs).attribute(
                     xi, baselines=torch.zeros(1, *xi.shape[1:], device=dev), n_samples=spec.n_samples,
                     stdevs=spec.stdevs, target=ti)

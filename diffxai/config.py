@@ -57,23 +57,20 @@ def validate_config(config: dict, schema_path: str | Path) -> dict:
     import jsonschema
 
     schema = yaml.safe_load(Path(schema_path).read_text())
-    typed = coerce_strings(schema, config)
-    config.clear()
-    config.update(typed)
+    cfg = coerce_strings(schema, config)
     validator = jsonschema.Draft7Validator(schema)
-    errors = list(validator.iter_errors(config))
+    errors = list(validator.iter_errors(cfg))
     if errors:
         err = jsonschema.exceptions.best_match(errors)
         key = ".".join(str(p) for p in err.absolute_path) or "(top level)"
         msg = err.message if len(err.message) < 200 else err.message[:200] + "..."
         raise DiffxaiError(f"config key {key}: {msg}")
-    _set_defaults(schema, config)
-    check_semantics(config)
+    _set_defaults(schema, cfg)
+    check_semantics(cfg)
     # Snakemake compares params by repr: sort keys so that the order in which config files were
     # merged can never make an unchanged value look changed (and rerun the DAG)
-    canonical = _sorted(config)
     config.clear()
-    config.update(canonical)
+    config.update(_sorted(cfg))
     return config
 
 

@@ -126,6 +126,12 @@ def _uses_cudagraphs(mode: str | None) -> bool:
 # --------------------------------------------------------------------------------------------
 # method specification
 # --------------------------------------------------------------------------------------------
+def shift_counts(shape, window, stride) -> tuple[int, ...]:
+    """Captum's Occlusion window positions per dimension: ceil((dim - window) / stride) + 1 (the
+    last window cropped at the border)."""
+    return tuple(int(math.ceil((d - w) / s)) + 1 for d, w, s in zip(shape, window, stride))
+
+
 _IG_KEYS = {"n_steps", "method", "multiply_by_inputs"}
 _GS_KEYS = {"n_samples", "stdevs", "baselines", "baseline_distribution", "n_baselines",
             "multiply_by_inputs"}
@@ -170,7 +176,7 @@ class MethodSpec:
             return self.n_steps
         if self.name == "gradient_shap":
             return self.n_samples
-        return 1 + int(np.prod([math.ceil((d - w) / s) + 1 for d, w, s in zip(shape, self.window, self.stride)]))
+        return 1 + int(np.prod(shift_counts(shape, self.window, self.stride)))
 
 
 def _int3(name: str, key: str, v) -> tuple[int, int, int]:
@@ -408,9 +414,9 @@ class _Occ(_Expansion):
                 raise DiffxaiError(f"occlusion: window {list(self.window)} exceeds the input shape {list(self.shape)}")
             if d - w > 0 and s > w:
                 raise DiffxaiError(f"occlusion: stride {list(self.stride)} larger than window {list(self.window)}")
-        # Captum: shift_counts = ceil((dim - window) / stride) + 1 per dimension; feature number
-        # p -> index (p % sc0)*s0, ((p // sc0) % sc1)*s1, ... (first dimension fastest)
-        self.shift_counts = tuple(int(math.ceil((d - w) / s)) + 1 for d, w, s in zip(self.shape, self.window, self.stride))
+        # Captum: feature number p -> index (p % sc0)*s0, ((p // sc0) % sc1)*s1, ... (first
+        # dimension fastest)
+        self.shift_counts = shift_counts(self.shape, self.window, self.stride)
         self.P = int(np.prod(self.shift_counts))
         self.n = 1 + self.P  # index 0: the unoccluded input
         self.ar = [torch.arange(d, device=dev) for d in self.shape]
@@ -698,12 +704,19 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
     # caller's own flags are restored afterwards
     modes = [(mod, mod.training) for mod in net.modules()]
     net.eval()
+
+    def eval_for_call(m: nn.Module) -> None:
+        """Eval mode for another module this call runs (flags restored afterwards, as net's)."""
+        seen = {id(mod) for mod, _ in modes}
+        modes.extend((mod, mod.training) for mod in m.modules() if id(mod) not in seen)
+        m.eval()
+
     prev_flags = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32,
                   torch.backends.cudnn.benchmark)
     if dev.type == "cuda":  # fp32 means fp32: no TF32 (bf16 runs under autocast anyway)
         torch.backends.cuda.matmul.allow_tf32 = ALLOW_TF32
         torch.backends.cudnn.allow_tf32 = ALLOW_TF32
-        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK  # fixed batch shapes: tune once, reuse
+        torch.backends.cudnn.benchmark = CUDNN_BENCHMARK
 
     states: dict[int, _MapState] = {}
     # per-map accumulators live in slots of one tensor: the maps in flight are exactly those the
@@ -728,10 +741,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
                             torch.compile(plan, mode=INCREMENTAL_COMPILE_MODE, dynamic=False) if compile else plan)
         inc, inc_run = icache[ikey]
         if inc is not None:
-            if base is not net:
-                seen = {id(mod) for mod, _ in modes}
-                modes.extend((mod, mod.training) for mod in base.modules() if id(mod) not in seen)
-                base.eval()
+            eval_for_call(base)
             exp.inc = inc
             stats["occlusion_incremental_cut"] = inc.cut
     first_batch_s = None
@@ -758,6 +768,11 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         return st
 
     tail_net = None
+
+    def eager_tail(n: int, Bp: int) -> bool:
+        """Compiled calls: a short last batch runs eager and unpadded (see COMPILE_EAGER_TAIL)."""
+        return compile and n < Bp and n <= COMPILE_EAGER_TAIL * Bp
+
     cudagraphs = compile and _uses_cudagraphs(info.get("compile_mode"))
     stats["eager_tail_evals"] = 0
 
@@ -782,13 +797,11 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         tg = torch.tensor([states[i].target for i, _, cnt in runs for _ in range(cnt)]
                           + [states[runs[0][0]].target] * (Bp - n)).to(dev, non_blocking=True)
         use_net, fmt = net, memfmt
-        if compile and n < Bp and n <= COMPILE_EAGER_TAIL * Bp:  # short last batch: eager, unpadded
+        if eager_tail(n, Bp):
             nonlocal tail_net
             if tail_net is None:
                 tail_net, _ = prepare_model(model, dev, compile=False, fold_bn=False, channels_last=False)
-                seen = {id(mod) for mod, _ in modes}  # restore the caller's flags afterwards too
-                modes.extend((mod, mod.training) for mod in tail_net.modules() if id(mod) not in seen)
-                tail_net.eval()
+                eval_for_call(tail_net)
             use_net, fmt, Bp = tail_net, torch.contiguous_format, n
             tg = tg[:n]
             stats["eager_tail_evals"] += n
@@ -830,7 +843,7 @@ def attribute(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor, spe
         tgl = [states[i].target for i, _, cnt in runs for _ in range(cnt)]
         idx = torch.cat(idxs) if len(idxs) > 1 else idxs[0]
         use = inc_run
-        if compile and n < Bp and n <= COMPILE_EAGER_TAIL * Bp:  # short last batch: eager, unpadded
+        if eager_tail(n, Bp):
             use, Bp = inc, n
             stats["eager_tail_evals"] += n
         if Bp > n:  # pad with copies of the first item; their outputs are dropped below

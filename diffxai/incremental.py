@@ -23,24 +23,18 @@ map and returns None (the engine then runs full forwards) for other models.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .models import _LITE0_BLOCKS, EfficientNetLite0
+from .engine import shift_counts
+from .models import _LITE0_BLOCKS, EfficientNetLite0, same_pad
 
 #: deepest cut (block index) considered
 MAX_CUT_BLOCK = 15
 #: the cut is the deepest block whose box covers at most this fraction of its map (area)
 MAX_BOX_FRACTION = 0.5
-
-
-def _same_pad_before(n: int, k: int, s: int) -> int:
-    """TensorFlow 'SAME' padding before the first element (models._SamePad)."""
-    total = max((-(-n // s) - 1) * s + k - n, 0)
-    return total // 2
 
 
 @dataclass(frozen=True)
@@ -65,7 +59,7 @@ class _Conv:
 
 
 def _conv_axis(a: _Axis, k: int, s: int) -> _Conv:
-    pb = _same_pad_before(a.n, k, s)
+    pb = same_pad(a.n, k, s)[0]
     lo = [-((-(b - k + 1 + pb)) // s) for b in a.starts]  # first output reading the box (ceil)
     hi = [(b + a.L - 1 + pb) // s for b in a.starts]  # last one
     L = max(h - l + 1 for l, h in zip(lo, hi))
@@ -98,7 +92,7 @@ class IncrementalOcclusion(nn.Module):
         self.cut = cut
         self.n_slots = n_slots
         self.fmt = torch.channels_last if channels_last else torch.contiguous_format
-        self.shift_counts = tuple(int(math.ceil((d - w) / s)) + 1 for d, w, s in zip(self.shape, self.window, self.stride))
+        self.shift_counts = shift_counts(self.shape, self.window, self.stride)
         self.convs = plan_axes(self.shape, self.window, self.stride, cut)  # [(y, x)] per spatial conv
         self.cut_box = (self.convs[-1][0].out, self.convs[-1][1].out)
         # padding of the cached conv inputs (input image, then each block's depthwise input), of the
@@ -226,11 +220,10 @@ class IncrementalOcclusion(nn.Module):
 
 def plan_axes(shape, window, stride, cut: int):
     """Box geometry per spatial conv (stem, then the depthwise conv of blocks 0..cut): [(y, x)]."""
-    C, H, W = shape
+    _, H, W = shape
     out = []
     axes = []
-    for d, w, s in ((H, window[1], stride[1]), (W, window[2], stride[2])):
-        Q = int(math.ceil((d - w) / s)) + 1
+    for d, w, s, Q in zip((H, W), window[1:], stride[1:], shift_counts(shape, window, stride)[1:]):
         axes.append(_Axis(tuple(q * s for q in range(Q)), w, d))
     convs = [(3, 2)] + [(k, s) for (k, s, *_r) in _LITE0_BLOCKS[: cut + 1]]
     for k, s in convs:

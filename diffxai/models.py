@@ -25,19 +25,23 @@ _LITE0_BLOCKS = (
 _BN_EPS = 1e-3  # TensorFlow's default, which these weights were trained with
 
 
+def same_pad(n: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow 'SAME' zero padding (before, after) of an axis of length n (asymmetric for stride 2)."""
+    total = max((-(-n // stride) - 1) * stride + kernel - n, 0)
+    return total // 2, total - total // 2
+
+
 class _SamePad(nn.Module):
-    """TensorFlow 'SAME' padding for a fixed kernel/stride (asymmetric for stride 2)."""
+    """TensorFlow 'SAME' padding for a fixed kernel/stride."""
 
     def __init__(self, kernel: int, stride: int):
         super().__init__()
         self.kernel, self.stride = kernel, stride
 
     def forward(self, x):
-        ih, iw = x.shape[-2:]
-        ph = max((-(-ih // self.stride) - 1) * self.stride + self.kernel - ih, 0)
-        pw = max((-(-iw // self.stride) - 1) * self.stride + self.kernel - iw, 0)
-        if ph or pw:
-            x = F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2])
+        (top, bottom), (left, right) = (same_pad(n, self.kernel, self.stride) for n in x.shape[-2:])
+        if top or bottom or left or right:
+            x = F.pad(x, [left, right, top, bottom])
         return x
 
 

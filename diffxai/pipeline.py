@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 
-
 log = logging.getLogger("diffxai.pipeline")
 
 STUDY_CROSSING = {"tiger": 38, "egyptian_cat": 48, "persian_cat": 57, "siamese_cat": 59}

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from diffxai import engine
+from diffxai.bench import record_gs_draws
 from diffxai.engine import attribute, method_spec
 from diffxai.errors import DiffxaiError
 
@@ -94,57 +95,37 @@ def test_integrated_gradients_variants_match_captum(model, batch64, settings):
     assert _rel(got, ref) <= 1e-4
 
 
-def _captum_gs_with_recorded_draws(model, x, t, baselines, n_samples, stdevs, monkeypatch):
-    """Per-map Captum GradientShap calls; records exactly what Captum draws: torch.normal (noise,
-    NoiseTunnel._add_noise_to_input), np.random.choice (baseline indices,
-    _expand_and_update_baselines) and np.random.uniform (path coefficients,
-    InputBaselineXGradient)."""
+def _captum_gs_with_recorded_draws(model, x, t, baselines, n_samples, stdevs):
+    """Per-map Captum GradientShap calls, with exactly what Captum draws recorded (bench.record_gs_draws)."""
     rec = {}
-    real_normal, real_choice, real_uniform = torch.normal, np.random.choice, np.random.uniform
-
-    def normal(*a, **k):
-        rec["noise"] = real_normal(*a, **k)
-        return rec["noise"]
-
-    def choice(*a, **k):
-        rec["baseline_index"] = np.asarray(real_choice(*a, **k))
-        return rec["baseline_index"]
-
-    def uniform(*a, **k):
-        rec["alpha"] = np.asarray(real_uniform(*a, **k))
-        return rec["alpha"]
-
-    monkeypatch.setattr(torch, "normal", normal)
-    monkeypatch.setattr(np.random, "choice", choice)
-    monkeypatch.setattr(np.random, "uniform", uniform)
     gs = captum_attr.GradientShap(model)
     refs, draws = [], []
     torch.manual_seed(0)
     np.random.seed(0)
     for i in range(len(x)):
         rec.clear()
-        a = gs.attribute(x[i:i + 1], baselines=baselines, n_samples=n_samples, stdevs=stdevs, target=int(t[i]))
+        with record_gs_draws(rec):
+            a = gs.attribute(x[i:i + 1], baselines=baselines, n_samples=n_samples, stdevs=stdevs, target=int(t[i]))
         refs.append(a.sum(1)[0].numpy())
         assert set(rec) == {"noise", "baseline_index", "alpha"}, sorted(rec)
         draws.append({"noise": rec["noise"].clone(), "baseline_index": rec["baseline_index"].copy(),
                       "alpha": rec["alpha"].copy(), "baselines": baselines})
-    monkeypatch.undo()
     return np.stack(refs), draws
 
 
-def test_gradient_shap_matches_captum_given_its_draws(model, batch224, monkeypatch):
+def test_gradient_shap_matches_captum_given_its_draws(model, batch224):
     x, t = batch224
-    ref, draws = _captum_gs_with_recorded_draws(model, x, t, torch.zeros(1, 3, 224, 224), 4, 0.1, monkeypatch)
+    ref, draws = _captum_gs_with_recorded_draws(model, x, t, torch.zeros(1, 3, 224, 224), 4, 0.1)
     spec = method_spec("gradient_shap", {"n_samples": 4, "stdevs": 0.1})
     got = attribute(model, x, t, spec, batch_size=5, draws=draws)
     for i in range(len(x)):
         assert _rel(got[i], ref[i]) <= 1e-4, i
 
 
-def test_gradient_shap_uniform_baselines_match_captum(model, batch64, monkeypatch):
+def test_gradient_shap_uniform_baselines_match_captum(model, batch64):
     x, t = batch64
     bases = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
-    ref, draws = _captum_gs_with_recorded_draws(model, x, t, bases, 6, 0.05, monkeypatch)
+    ref, draws = _captum_gs_with_recorded_draws(model, x, t, bases, 6, 0.05)
     spec = method_spec("gradient_shap", {"n_samples": 6, "stdevs": 0.05, "baselines": "uniform", "n_baselines": 4})
     got = attribute(model, x, t, spec, batch_size=5, draws=draws)
     assert _rel(got, ref) <= 1e-4
