@@ -6,6 +6,17 @@ import torch
 import xarray as xr
 
 
+def resolve_device(prefer: str) -> str:
+    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without one is an error."""
+    from .errors import DiffxaiError
+
+    if prefer == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if prefer == "cuda" and not torch.cuda.is_available():
+        raise DiffxaiError("config key classify.device: cuda, but torch sees no GPU")
+    return prefer
+
+
 @torch.no_grad()
 def predict(model, x: np.ndarray, device="cpu", batch_size: int = 32) -> np.ndarray:
     """x (N, 3, H, W) in [-1, 1] -> softmax probabilities (N, 1000) float64."""

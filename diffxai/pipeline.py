@@ -69,16 +69,17 @@ def noise(png, stores, classes, noise):
 
 
 # -- classify ----------------------------------------------------------------------------------
-def classify(noised, probs, classes, classifier, batch_size):
-    from .classify import classify_trajectory
+def classify(noised, probs, classes, classifier, batch_size, device):
+    from .classify import classify_trajectory, resolve_device
     from .models import load_classifier
     from .store import open_store, write_dataset
 
-    model = load_classifier(classifier, "cpu")
+    device = resolve_device(device)
+    model = load_classifier(classifier, device)
     for c, src, dst in zip(classes, noised, probs):
         nds = open_store(src)
-        pds = classify_trajectory(model, nds, int(c["index"]), "cpu", int(batch_size))
-        pds.attrs.update(_class_attrs(c), classifier=classifier,
+        pds = classify_trajectory(model, nds, int(c["index"]), device, int(batch_size))
+        pds.attrs.update(_class_attrs(c), classifier=classifier, device=device,
                          alphas_cumprod=nds.attrs["alphas_cumprod"], seeds=nds.attrs["seeds"],
                          schedule=nds.attrs["schedule"], image_sha256=nds.attrs["image_sha256"])
         write_dataset(pds, dst)

@@ -12,6 +12,7 @@ for _shard, _members in SHARDS.items():
             classes=class_params(_members),
             classifier=config["classifier"],
             batch_size=config["classify"]["batch_size"],
+            device=config["classify"]["device"],
         log:
             f"results/logs/classify/{_shard}.log",
         conda:

@@ -58,3 +58,14 @@ def test_probabilities_along_a_trajectory(model):
     assert (ds["entropy"].values[:, 0] > ds["entropy"].values[:, -1]).all()
     again = classify_trajectory(model, nds, 292)
     assert ds["p_true"].values.tobytes() == again["p_true"].values.tobytes()
+
+
+def test_classify_device_follows_what_torch_sees(monkeypatch):
+    from diffxai.classify import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert resolve_device("auto") == "cpu" and resolve_device("cpu") == "cpu"
+    with pytest.raises(DiffxaiError, match="classify.device"):
+        resolve_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"

@@ -53,7 +53,7 @@ def test_same_config_and_seeds_give_bitwise_identical_tensors_and_probabilities(
     for run in ("a", "b"):
         pipeline.noise([str(png)], [str(tmp_path / run / "n.zarr")], [TIGER], NOISE)
         pipeline.classify([str(tmp_path / run / "n.zarr")], [str(tmp_path / run / "p.zarr")], [TIGER],
-                          "efficientnet_lite0", 32)
+                          "efficientnet_lite0", 32, "cpu")
     a, b = open_store(tmp_path / "a" / "n.zarr"), open_store(tmp_path / "b" / "n.zarr")
     assert a["x"].values.tobytes() == b["x"].values.tobytes()
     assert a.attrs["seeds"] == [0, 1] == b.attrs["seeds"]
