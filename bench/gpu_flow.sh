@@ -8,7 +8,8 @@
 #
 # Options: --wheelhouse DIR (default .whl; empty/missing: use the current environment as is),
 #          --images DIR (default .devdata/images, else ../shared/data/imagenet-samples),
-#          --runs "paper shard50" (which runs), --budget SECONDS (the whole script's wall limit;
+#          --runs "paper shard50 paper_compiled" (which runs, in order; a run that finds no
+#          time left is skipped), --budget SECONDS (the whole script's wall limit;
 #          each run gets what is left, minus a reserve for packing; default 540).
 # Carried to the device (both git-ignored): .whl/ and .devdata/images/ (bench/prepare_device.sh).
 # Output in $OUT (default ./flow-out): summary.json, env.txt, <run>.tar.gz (results of each run
@@ -19,7 +20,7 @@ OUT="${OUT:-$PWD/flow-out}"
 PY="${PYTHON:-python3}"
 WHEELHOUSE="$REPO/.whl"
 IMAGES=""
-RUNS="paper shard50"
+RUNS="paper shard50 paper_compiled"
 BUDGET=540
 FLOW_TEST=0
 while [ $# -gt 0 ]; do
@@ -67,25 +68,27 @@ export PYTHONUNBUFFERED=1 DIFFXAI_FLOW_SITE="$SITE"
 cat "$OUT/env.txt"
 
 # 2. the runs: each its own working folder, Snakemake's greedy scheduler (PuLP is not carried)
-config_for() {
+config_for() {  # sets ARGS, the run's Snakemake config arguments
   case "$1" in
-    paper) echo "--configfile $REPO/config/paper.yaml --config image_dir=$IMAGES" ;;
-    shard50) echo "--configfile $REPO/config/imagenet1k.yaml --config image_dir=$IMAGES classes=[$(seq -s, 0 49)] shard_size=50" ;;
-    flow) echo "--configfile $REPO/tests/data/flow.yaml --config image_dir=$IMAGES" ;;
+    paper) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES") ;;
+    shard50) ARGS=(--configfile "$REPO/config/imagenet1k.yaml" --config "image_dir=$IMAGES"
+                   "classes=[$(seq -s, 0 49)]" shard_size=50) ;;
+    paper_compiled) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES"
+                          "attribution={compile: true}") ;;
+    flow) ARGS=(--configfile "$REPO/tests/data/flow.yaml" --config "image_dir=$IMAGES") ;;
     *) echo "gpu_flow.sh: unknown run $1" >&2; return 1 ;;
   esac
 }
 RC=0
 for run in $RUNS; do
-  args=$(config_for "$run") || exit 2
+  config_for "$run" || exit 2
   left=$(( BUDGET - ($(date +%s) - T_START) - 30 ))
   if [ "$left" -lt 30 ]; then echo "gpu_flow.sh: no time left for $run" | tee -a "$OUT/env.txt"; continue; fi
   dir="$WORK/$run"; mkdir -p "$dir"
-  echo "== $run (limit ${left}s): snakemake $args"
+  echo "== $run (limit ${left}s): snakemake ${ARGS[*]}"
   t0=$(now)
-  # shellcheck disable=SC2086
   timeout --signal=INT --kill-after=20 "$left" "${SMK[@]}" --snakefile "$REPO/Snakefile" --directory "$dir" \
-    --cores all --scheduler greedy --resources gpu=1 $args \
+    --cores all --scheduler greedy --resources gpu=1 "${ARGS[@]}" \
     > "$OUT/$run-snakemake.log" 2>&1
   rc=$?
   wall=$(since "$t0")
@@ -93,7 +96,12 @@ for run in $RUNS; do
   echo "   exit $rc after ${wall}s"; tail -3 "$OUT/$run-snakemake.log"
   "$PY" "$REPO/bench/flow_summary.py" run "$dir" --name "$run" --wall "$wall" --exit-code "$rc" \
     --json "$OUT/summary.json" || RC=4
-  tar -C "$dir" -czf "$OUT/$run.tar.gz" --exclude='*.zarr' --exclude='.snakemake' results resources/images 2>/dev/null
+  # results without the stores and PDFs; without the per-class figures if that is still over
+  # the 16 MB a file the device hands back
+  tar -C "$dir" -czf "$OUT/$run.tar.gz" --exclude='*.zarr' --exclude='*.pdf' results 2>/dev/null
+  if [ "$(stat -c %s "$OUT/$run.tar.gz")" -gt 15000000 ]; then
+    tar -C "$dir" -czf "$OUT/$run.tar.gz" --exclude='*.zarr' --exclude='*.pdf' --exclude='onset_*.png' results
+  fi
 done
 "$PY" "$REPO/bench/flow_summary.py" finish --json "$OUT/summary.json" --install-seconds "$INSTALL_S" \
   --total-seconds "$(( $(date +%s) - T_START ))" --flow-test "$FLOW_TEST"
