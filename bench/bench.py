@@ -576,7 +576,6 @@ def main(argv=None) -> int:
     b.env()
     b.data()
     b.ceilings()
-    q = args.quick
     if args.minimal and args.plan == "targets":
         targets_plan(b, args)
     elif args.minimal and args.plan == "paper":
@@ -584,45 +583,9 @@ def main(argv=None) -> int:
     elif args.minimal:
         compile_modes_plan(b, args)
     elif cuda:
-        variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
-        f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
-        b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
-                 variants)
-        b.method("gradient_shap", COMPARE["gradient_shap"], 3, (24 if q else 48) // f, "GS n_samples=20", variants)
-        b.method("occlusion", COMPARE["occlusion"], 2, max(1, (4 if q else 8) // f), "Occlusion 15/8", variants)
-        b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
-                          "occlusion": max(1, (8 if q else 20) // f)}, 3)
-        compiled_ok = False
-        if not args.no_compile and b.left() > 150:
-            try:
-                b.compiled_ceilings()
-                compiled_ok = True
-            except Exception as exc:
-                b.res["compile_error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                b.say(f"torch.compile FAILED: {b.res['compile_error'][:300]}")
-        if compiled_ok:
-            for name, tag, nn_, ne in (("integrated_gradients", "IG n_steps=50", 3, 48 // f),
-                                       ("gradient_shap", "GS n_samples=20", 3, 48 // f),
-                                       ("occlusion", "Occlusion 15/8", 2, max(1, 8 // f))):
-                if b.left() < 60:
-                    break
-                b.method(name, COMPARE[name], nn_, ne, tag, ("compiled",))
-            if b.left() > 30:
-                try:
-                    b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
-                                      "occlusion": max(1, 20 // f)}, 3, "compiled")
-                except Exception as exc:
-                    b.say(f"paper workload (compiled) FAILED: {type(exc).__name__}: {exc}"[:300])
+        cuda_plan(b, args)
     else:
-        rounds = 2
-        b.method("integrated_gradients", COMPARE["integrated_gradients"], 1, 2 if q else 4, "IG n_steps=50",
-                 ("eager", "bf16"), naive_rounds=rounds)
-        b.method("gradient_shap", COMPARE["gradient_shap"], 1, 2 if q else 4, "GS n_samples=20", ("eager", "bf16"),
-                 naive_rounds=rounds)
-        b.method("occlusion", COMPARE["occlusion"], 1, 1 if q else 2, "Occlusion 15/8", ("eager",),
-                 naive_rounds=2)
-        b.paper_workload({"integrated_gradients": 2 if q else 8, "gradient_shap": 2 if q else 8,
-                          "occlusion": 1 if q else 2}, 1, reuse_engine=True)
+        cpu_plan(b, args)
     try:
         b.res["env"]["loadavg_end"] = os.getloadavg()
     except OSError:
@@ -632,6 +595,55 @@ def main(argv=None) -> int:
     b.res["table"] = b.lines
     b.save()
     return 0
+
+
+def cuda_plan(b: Bench, args) -> None:
+    """The full CUDA plan: eager variants per method, the paper workload, then torch.compile."""
+    q = args.quick
+    variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
+    f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
+    b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
+             variants)
+    b.method("gradient_shap", COMPARE["gradient_shap"], 3, (24 if q else 48) // f, "GS n_samples=20", variants)
+    b.method("occlusion", COMPARE["occlusion"], 2, max(1, (4 if q else 8) // f), "Occlusion 15/8", variants)
+    b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
+                      "occlusion": max(1, (8 if q else 20) // f)}, 3)
+    compiled_ok = False
+    if not args.no_compile and b.left() > 150:
+        try:
+            b.compiled_ceilings()
+            compiled_ok = True
+        except Exception as exc:
+            b.res["compile_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            b.say(f"torch.compile FAILED: {b.res['compile_error'][:300]}")
+    if compiled_ok:
+        for name, tag, nn_, ne in (("integrated_gradients", "IG n_steps=50", 3, 48 // f),
+                                   ("gradient_shap", "GS n_samples=20", 3, 48 // f),
+                                   ("occlusion", "Occlusion 15/8", 2, max(1, 8 // f))):
+            if b.left() < 60:
+                break
+            b.method(name, COMPARE[name], nn_, ne, tag, ("compiled",))
+        if b.left() > 30:
+            try:
+                b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
+                                  "occlusion": max(1, 20 // f)}, 3, "compiled")
+            except Exception as exc:
+                b.say(f"paper workload (compiled) FAILED: {type(exc).__name__}: {exc}"[:300])
+
+
+def cpu_plan(b: Bench, args) -> None:
+    """The CPU plan: eager fp32 and bf16 per method (naive loop and engine interleaved, best of
+    two rounds: the CPU is shared), then the paper workload from those rates."""
+    q = args.quick
+    rounds = 2
+    b.method("integrated_gradients", COMPARE["integrated_gradients"], 1, 2 if q else 4, "IG n_steps=50",
+             ("eager", "bf16"), naive_rounds=rounds)
+    b.method("gradient_shap", COMPARE["gradient_shap"], 1, 2 if q else 4, "GS n_samples=20", ("eager", "bf16"),
+             naive_rounds=rounds)
+    b.method("occlusion", COMPARE["occlusion"], 1, 1 if q else 2, "Occlusion 15/8", ("eager",),
+             naive_rounds=2)
+    b.paper_workload({"integrated_gradients": 2 if q else 8, "gradient_shap": 2 if q else 8,
+                      "occlusion": 1 if q else 2}, 1, reuse_engine=True)
 
 
 def targets_plan(b: Bench, args) -> None:
