@@ -31,7 +31,7 @@ dryrun: $(VENV)/.installed
 	$(SMK) -n
 
 bench: $(VENV)/.installed
-	$(BIN)/python -m diffxai.bench --device cpu --quick
+	$(BIN)/python bench/bench.py --device cpu --quick
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

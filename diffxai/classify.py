@@ -27,6 +27,17 @@ def predict(model, x: np.ndarray, device="cpu", batch_size: int = 32) -> np.ndar
     return np.concatenate(outs) if outs else np.zeros((0, 1000))
 
 
+@torch.no_grad()
+def predict_targets(model, x: torch.Tensor, device="cpu", batch_size: int = 64) -> torch.Tensor:
+    """The model's top-1 class of every image x (N, 3, H, W) in [-1, 1], as (N,) long on the CPU;
+    ``batch_size`` images per forward."""
+    if int(batch_size) < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if len(x) == 0:
+        return torch.zeros(0, dtype=torch.long)
+    return torch.cat([model(x[i:i + batch_size].to(device)).argmax(1).cpu() for i in range(0, len(x), batch_size)])
+
+
 def classify_trajectory(model, noised: xr.Dataset, true_index: int, device="cpu",
                         batch_size: int = 32, top_k: int = 5) -> xr.Dataset:
     S, K = noised.sizes["seed"], noised.sizes["step"]

@@ -8,6 +8,8 @@ import yaml
 
 from .errors import DiffxaiError
 
+#: the attribution methods, defined once (torch-free: the Snakefile plans with it); diffxai.attribution
+#: re-exports it
 METHODS = ("integrated_gradients", "gradient_shap", "occlusion")
 
 
@@ -98,11 +100,7 @@ def check_semantics(config: dict) -> None:
     img = config["image"]
     if img["crop"] > img["resize"]:
         raise DiffxaiError(f"config key image.crop: {img['crop']} is larger than image.resize={img['resize']}")
-    occ = config["attribution"]["occlusion"]
-    for name, val in (("window", occ["window"]), ("stride", occ["stride"])):
-        if val[0] > 3 or max(val[1:]) > img["crop"]:
-            raise DiffxaiError(
-                f"config key attribution.occlusion.{name}: {val} does not fit a 3x{img['crop']}x{img['crop']} image")
+    check_occlusion(config["attribution"]["occlusion"], (3, img["crop"], img["crop"]))
     a = config["attribution"]
     if a["seeds"] is not None and a["seeds"] > noise["seeds"]:
         raise DiffxaiError(
@@ -110,6 +108,19 @@ def check_semantics(config: dict) -> None:
     sg = config["onset"]
     if sg["savgol_polyorder"] >= sg["savgol_window"]:
         raise DiffxaiError("config key onset.savgol_polyorder must be below onset.savgol_window")
+
+
+def check_occlusion(occ: dict, shape: tuple[int, int, int]) -> None:
+    """Occlusion's window and stride against the (channel, height, width) image: the window fits
+    (channel dim <= 3, each side <= crop), the stride fits, and the stride is at most the window
+    along every axis the window does not span (the engine's rule: windows must not skip pixels)."""
+    window, stride = occ["window"], occ["stride"]
+    image = "x".join(map(str, shape))
+    for name, val in (("window", window), ("stride", stride)):
+        if any(v > d for v, d in zip(val, shape)):
+            raise DiffxaiError(f"config key attribution.occlusion.{name}: {val} does not fit a {image} image")
+    if any(s > w and w < d for w, s, d in zip(window, stride, shape)):
+        raise DiffxaiError(f"config key attribution.occlusion.stride: {stride} is larger than the window {window}")
 
 
 def plan_shards(slugs: list[str], shard_size: int) -> dict[str, list[str]]:

@@ -28,6 +28,27 @@ class Claim:
     visible: str | None      # the CUDA_VISIBLE_DEVICES this job runs with
     reason: str
 
+    def device_name(self) -> str:
+        """The GPU's name (CUDA) or "cpu"."""
+        if self.device != "cuda":
+            return "cpu"
+        import torch
+
+        return torch.cuda.get_device_name()
+
+    def provenance(self) -> dict:
+        """What a result records about the device it ran on."""
+        return {"device": self.device, "device_name": self.device_name(),
+                "gpu_slot": -1 if self.slot is None else self.slot}
+
+
+def claim_for_job(prefer: str = "auto", log=None, wait_s: float = 600.0) -> Claim:
+    """:func:`claim_device`, logged on ``log`` (a logging.Logger) the way a workflow job reports it."""
+    claim = claim_device(prefer, wait_s)
+    if log is not None:
+        log.info("device: %s (%s; CUDA_VISIBLE_DEVICES=%s)", claim.device, claim.reason, claim.visible)
+    return claim
+
 
 def gpu_count() -> int:
     """GPUs on this machine without initialising CUDA (``DIFFXAI_GPU_COUNT`` overrides, for tests)."""

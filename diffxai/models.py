@@ -6,6 +6,8 @@ wrapped so that they also take [-1, 1] and normalise internally.
 """
 from __future__ import annotations
 
+import copy
+
 import torch
 from torch import nn
 import torch.nn.functional as F
@@ -91,6 +93,34 @@ class EfficientNetLite0(nn.Module):
         x = F.relu6(self._bn1(self._conv_head(x)))
         return self._fc(x.mean((2, 3)))
 
+    def folded_batchnorm(self) -> "EfficientNetLite0":
+        """A copy with every (eval-mode) BatchNorm folded into the conv before it."""
+        m = copy.deepcopy(self).eval()
+
+        def put(parent, name, conv):
+            cur = getattr(parent, name)
+            if isinstance(cur, nn.Sequential):  # (SAME padding, conv)
+                cur[1] = conv
+            else:
+                setattr(parent, name, conv)
+
+        def conv_of(mod):
+            return mod[1] if isinstance(mod, nn.Sequential) else mod
+
+        put(m, "_conv_stem", fold_conv_bn(conv_of(m._conv_stem), m._bn0))
+        m._bn0 = nn.Identity()
+        for blk in m._blocks:
+            if blk.expand:
+                put(blk, "_expand_conv", fold_conv_bn(blk._expand_conv, blk._bn0))
+                blk._bn0 = nn.Identity()
+            put(blk, "_depthwise_conv", fold_conv_bn(conv_of(blk._depthwise_conv), blk._bn1))
+            blk._bn1 = nn.Identity()
+            put(blk, "_project_conv", fold_conv_bn(blk._project_conv, blk._bn2))
+            blk._bn2 = nn.Identity()
+        m._conv_head = fold_conv_bn(m._conv_head, m._bn1)
+        m._bn1 = nn.Identity()
+        return m
+
     def load_lukemelas_state_dict(self, sd):
         # our stem/depthwise convs sit inside a Sequential(pad, conv): map the flat names in
         remap = {}
@@ -99,6 +129,19 @@ class EfficientNetLite0(nn.Module):
                 "_depthwise_conv.weight", "_depthwise_conv.1.weight")
             remap[k2] = v
         self.load_state_dict(remap, strict=True)
+
+
+def fold_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A conv with bias equal to ``bn(conv(x))`` for an eval-mode BatchNorm (folded in float64)."""
+    w = conv.weight.detach().double()
+    scale = bn.weight.detach().double() / torch.sqrt(bn.running_var.double() + bn.eps)
+    b0 = conv.bias.detach().double() if conv.bias is not None else torch.zeros_like(scale)
+    new = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                    conv.dilation, conv.groups, bias=True, padding_mode=conv.padding_mode)
+    new.weight = nn.Parameter((w * scale.view(-1, 1, 1, 1)).to(conv.weight.dtype), requires_grad=False)
+    new.bias = nn.Parameter(((b0 - bn.running_mean.double()) * scale + bn.bias.detach().double()).to(conv.weight.dtype),
+                            requires_grad=False)
+    return new.to(conv.weight.device)
 
 
 class _FromDDPMSpace(nn.Module):

@@ -5,7 +5,6 @@ import json
 
 import numpy as np
 import torch
-import xarray as xr
 
 from .errors import DiffxaiError
 
@@ -21,6 +20,17 @@ def make_scheduler(num_train_timesteps=100, beta_schedule="linear", beta_start=1
         raise DiffxaiError(f"noise.beta_schedule {beta_schedule!r} is not one of {', '.join(BETA_SCHEDULES)}")
     return DDPMScheduler(num_train_timesteps=int(num_train_timesteps), beta_schedule=beta_schedule,
                          beta_start=float(beta_start), beta_end=float(beta_end))
+
+
+def alphas_cumprod(num_train_timesteps=100, beta_schedule="linear", beta_start=1e-4, beta_end=0.02) -> torch.Tensor:
+    """The scheduler's alpha-bar per DDPM t (float32, as ``make_scheduler(...).alphas_cumprod``).
+    The linear schedule is computed here with diffusers' own formula (the benchmark's GPU image has
+    no diffusers; tests/test_noise_schedule.py checks it is bitwise the scheduler's); the others
+    come from the scheduler."""
+    if beta_schedule == "linear" and int(num_train_timesteps) >= 2:
+        betas = torch.linspace(float(beta_start), float(beta_end), int(num_train_timesteps), dtype=torch.float32)
+        return torch.cumprod(1.0 - betas, dim=0)
+    return make_scheduler(num_train_timesteps, beta_schedule, beta_start, beta_end).alphas_cumprod
 
 
 def select_steps(num_train_timesteps: int, steps: int | None = None, timesteps=None) -> np.ndarray:
@@ -82,6 +92,8 @@ def schedule_coords(alphas_cumprod: np.ndarray, ks: np.ndarray) -> dict:
 
 def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared") -> xr.Dataset:
     """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps for every (seed, k), via diffusers' ``add_noise``."""
+    import xarray as xr  # here, not at import: the benchmark's GPU image has no xarray
+
     if mode not in ("shared", "independent"):
         raise DiffxaiError(f"noise.mode {mode!r} is not 'shared' or 'independent'")
     ks = np.asarray(ks, dtype=np.int64)

@@ -12,6 +12,11 @@ import numpy as np
 log = logging.getLogger("diffxai.pipeline")
 
 STUDY_CROSSING = {"tiger": 38, "egyptian_cat": 48, "persian_cat": 57, "siamese_cat": 59}
+#: images per forward when the targets are the model's own predictions (target: predicted)
+PREDICT_BATCH = 64
+#: how the engine ran a call, recorded in the attribution store (provenance: no number depends on it)
+ENGINE_PROVENANCE = ("batch_size", "compiled", "compile_mode", "channels_last", "oom_halvings",
+                     "occlusion_incremental_cut")
 
 
 def _class_attrs(c: dict) -> dict:
@@ -117,14 +122,17 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
     import torch
     import xarray as xr
 
-    from . import engine, gpu
+    from . import gpu
+    from .attribution import EngineOptions, attribute as run_engine, method_spec
+    from .classify import predict_targets
     from .models import load_classifier
     from .store import StreamingStore, json_attr, open_store
 
-    claim = gpu.claim_device(device)
-    log.info("device: %s (%s; CUDA_VISIBLE_DEVICES=%s)", claim.device, claim.reason, claim.visible)
+    claim = gpu.claim_for_job(device, log)
     model = load_classifier(classifier, claim.device)
-    spec = engine.method_spec(method, settings)
+    spec = method_spec(method, settings)
+    options = EngineOptions.from_environ(device=claim.device, precision=precision, batch_size=batch_size,
+                                         compile=compile, output=output)
     for c, src, dst in zip(classes, noised, attributions):
         nds = open_store(src)
         S = nds.sizes["seed"] if seeds is None else min(int(seeds), nds.sizes["seed"])
@@ -132,9 +140,7 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
         K = nds.sizes["step"]
         x = torch.from_numpy(nds["x"].values.reshape(S * K, *nds["x"].shape[2:]))
         if target == "predicted":
-            with torch.no_grad():
-                targets = torch.cat([model(x[i:i + 64].to(claim.device)).argmax(1).cpu()
-                                     for i in range(0, len(x), 64)])
+            targets = predict_targets(model, x, claim.device, PREDICT_BATCH)
         else:
             targets = torch.full((S * K,), int(c["index"]), dtype=torch.long)
         keys = [draw_key(s, t) for s in nds["seed"].values for t in nds["t"].values]
@@ -161,23 +167,19 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
                 for i, m in zip(idx, maps):
                     writer.add(int(i), m)
 
-            result = engine.attribute(model, x, targets, spec, device=claim.device, precision=precision,
-                             batch_size=batch_size, output=output, draw_keys=keys,
-                             on_result=on_result, progress=progress, compile=compile)
-            run = engine.last_run_stats  # how the engine ran it (provenance; the numbers do not depend on it)
-            engine_info = {k: run.get(k) for k in ("batch_size", "compiled", "compile_mode", "channels_last",
-                                                   "oom_halvings", "occlusion_incremental_cut")}
+            result, run = run_engine(model, x, targets, spec, options, draw_keys=keys, on_result=on_result,
+                                     progress=progress)
+            engine_info = {k: getattr(run, k) for k in ENGINE_PROVENANCE}
             attrs = dict(_class_attrs(c), method=method, settings=json_attr(settings), classifier=classifier,
-                         target_mode=target, output=output, precision=precision, device=claim.device,
-                         device_name=(torch.cuda.get_device_name() if claim.device == "cuda" else "cpu"),
-                         gpu_slot=-1 if claim.slot is None else claim.slot,
+                         target_mode=target, output=output, precision=precision, **claim.provenance(),
                          seeds=[int(s) for s in nds["seed"].values], seconds=round(time.perf_counter() - t0, 2),
                          engine=json_attr(engine_info),
                          **_versions())
             if precision == "bf16":
                 n = min(4, len(x))
-                ref = engine.attribute(model, x[:n], targets[:n], spec, device=claim.device, precision="fp32",
-                                       output=output, draw_keys=keys[:n])
+                # (as before the redesign: default batch size, eager)
+                fp32 = options.replace(precision="fp32", batch_size=None, compile=False)
+                ref, _ = run_engine(model, x[:n], targets[:n], spec, fp32, draw_keys=keys[:n])
                 err = np.linalg.norm(result[:n] - ref) / max(np.linalg.norm(ref), 1e-30)
                 attrs["bf16_rel_error_vs_fp32"] = float(err)
             st.set_attrs(**attrs)

@@ -69,3 +69,18 @@ def test_classify_device_follows_what_torch_sees(monkeypatch):
         resolve_device("cuda")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert resolve_device("auto") == "cuda" and resolve_device("cpu") == "cpu"
+
+
+def test_predict_targets_is_top1_whatever_the_batch_size(model):
+    from diffxai.classify import predict_targets
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(5, 3, 64, 64, generator=g) * 2 - 1
+    with torch.no_grad():
+        want = model(x).argmax(1)
+    for bs in (1, 2, 64):
+        got = predict_targets(model, x, "cpu", batch_size=bs)
+        assert got.dtype == torch.long and torch.equal(got, want), bs
+    assert predict_targets(model, x[:0]).shape == (0,)
+    with pytest.raises(ValueError, match="batch_size"):
+        predict_targets(model, x, batch_size=0)

@@ -79,3 +79,13 @@ def test_slurm_assignment_is_kept(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "3")
     c = gpu.claim_device("auto")
     assert c.visible == "3" and "SLURM" in c.reason
+
+
+def test_claim_for_job_logs_and_records_provenance(caplog):
+    import logging
+
+    log = logging.getLogger("diffxai.test_gpu")
+    with caplog.at_level(logging.INFO, logger="diffxai.test_gpu"):
+        c = gpu.claim_for_job("cpu", log)
+    assert c.device == "cpu" and "device: cpu (configured cpu" in caplog.text
+    assert c.provenance() == {"device": "cpu", "device_name": "cpu", "gpu_slot": -1}

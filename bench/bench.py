@@ -1,8 +1,8 @@
-"""``python -m diffxai.bench``: model ceilings, the naive one-Captum-call-per-map loop and the
+"""``python bench/bench.py``: model ceilings, the naive one-Captum-call-per-map loop and the
 batched engine, on real noised images of the four study classes.
 
-    python -m diffxai.bench --device cuda --json bench.json
-    python -m diffxai.bench --device cpu --quick
+    python bench/bench.py --device cuda --json bench.json
+    python bench/bench.py --device cpu --quick     (make bench)
 
 Sections (each written to the JSON as soon as it is done, so a run cut short keeps what it has):
 1. model ceilings: forward and forward+backward img/s, fp32 and bf16, eager NCHW (+ channels_last,
@@ -14,6 +14,9 @@ Sections (each written to the JSON as soon as it is done, so a run cut short kee
 3. the paper workload (4 classes x 100 steps x 3 methods at config/paper.yaml's settings) and the
    ImageNet-1000 projection (1000 classes x 100 steps x 3 methods). Both are projected from
    per-map times measured on a subset of the maps; the output says how many were measured.
+
+Every engine variant is an :class:`~diffxai.attribution.EngineOptions` built from the defaults
+(``variant_options``); nothing in the package is patched.
 """
 from __future__ import annotations
 
@@ -29,11 +32,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import engine
-from .errors import DiffxaiError
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python bench/bench.py` from anywhere: the repo's diffxai
+    sys.path.insert(0, str(ROOT))
+
+from diffxai.attribution import METHODS, EngineOptions, attribute, method_spec, prepare_model  # noqa: E402
+from diffxai.attribution.options import uses_cudagraphs  # noqa: E402
+from diffxai.attribution.reference import captum_maps as naive  # noqa: E402
+from diffxai.errors import DiffxaiError  # noqa: E402
+from diffxai.noise import alphas_cumprod  # noqa: E402
 
 STUDY = ("n02123394", "n02123597", "n02124075", "n02129604")  # Persian, Siamese, Egyptian cat, tiger
-ROOT = Path(__file__).resolve().parents[1]
 COMPARE = {  # identical settings for the naive loop and the engine
     "integrated_gradients": {"n_steps": 50},
     "gradient_shap": {"n_samples": 20, "stdevs": 0.0},
@@ -62,7 +71,7 @@ def _paper_settings(path: Path) -> tuple[dict, str]:
 
 
 def _load_x0(image_dir: Path, synset: str) -> torch.Tensor:
-    from .images import find_image, load_rgb, preprocess
+    from diffxai.images import find_image, load_rgb, preprocess
 
     rgb, _ = load_rgb(find_image(image_dir, synset))
     rgb, _ = preprocess(rgb, 256, 224)
@@ -70,8 +79,8 @@ def _load_x0(image_dir: Path, synset: str) -> torch.Tensor:
 
 
 def _alpha_bar(T=100, beta_start=1e-4, beta_end=0.02) -> torch.Tensor:
-    # not diffxai.noise (diffusers): the GPU machine's image has no diffusers
-    return torch.cumprod(1 - torch.linspace(beta_start, beta_end, T, dtype=torch.float64), 0)
+    # the pipeline's schedule (diffxai.noise; computes the linear one without diffusers)
+    return alphas_cumprod(T, "linear", beta_start, beta_end).double()
 
 
 class Maps:
@@ -129,35 +138,31 @@ COMPILE_VARIANTS = {
 }
 #: variants that run the engine at a multiple of its default batch size
 BATCH_FACTOR = {"compiled_ro_b2x": 2}
-#: engine module switches per variant (any variant; restored afterwards)
+#: EngineOptions fields changed per variant (on top of the compile variant's mode and layout)
 ENGINE_OVERRIDES = {
-    "eager_full": {"OCCLUSION_INCREMENTAL": False},  # Occlusion: full forwards (before incremental)
-    "eager_sync": {"OVERLAP_HOST": False},
-    "compiled_ro_full": {"OCCLUSION_INCREMENTAL": False},
-    "compiled_ro_sync": {"OVERLAP_HOST": False},  # one GPU queue drain per batch (before)
-    "compiled_ro_incro": {"INCREMENTAL_COMPILE_MODE": "reduce-overhead"},
-    "compiled_ro_inccl": {"INCREMENTAL_CHANNELS_LAST": True},
-    "compiled_ro_cut4": {"INCREMENTAL_MAX_CUT": 4},  # the incremental cut of the first version
-    "compiled_ro_cut5": {"INCREMENTAL_MAX_CUT": 5},
+    "eager_full": {"occlusion_incremental": False},  # Occlusion: full forwards (before incremental)
+    "eager_sync": {"overlap_host": False},
+    "eager_channels_last": {"cuda_channels_last": True},
+    "tf32": {"allow_tf32": True},
+    "foldbn": {"fold_bn": True},
+    "bf16": {"precision": "bf16"},
+    "compiled_ro_full": {"occlusion_incremental": False},
+    "compiled_ro_sync": {"overlap_host": False},  # one GPU queue drain per batch (before)
+    "compiled_ro_incro": {"incremental_compile_mode": "reduce-overhead"},
+    "compiled_ro_inccl": {"incremental_channels_last": True},
+    "compiled_ro_cut4": {"incremental_max_cut": 4},  # the incremental cut of the first version
+    "compiled_ro_cut5": {"incremental_max_cut": 5},
 }
 
 
-@contextlib.contextmanager
-def _compile_variant(v: str):
-    """Set the engine's compile mode and layout for variant ``v`` (no-op for non-compiled ones)."""
-    prev = (engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST)
-    over = ENGINE_OVERRIDES.get(v, {})
-    prev_over = {k: getattr(engine, k) for k in over}
+def variant_options(v: str, base: EngineOptions) -> EngineOptions:
+    """The engine options of variant ``v``: ``base`` (the defaults on this device) with the
+    variant's compile mode/layout (compiled variants) and switches (:data:`ENGINE_OVERRIDES`)."""
+    o = base
     if v in COMPILE_VARIANTS:
-        engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST = COMPILE_VARIANTS[v]
-    for k, val in over.items():
-        setattr(engine, k, val)
-    try:
-        yield
-    finally:
-        engine.COMPILE_MODE, engine.COMPILE_CHANNELS_LAST = prev
-        for k, val in prev_over.items():
-            setattr(engine, k, val)
+        mode, cl = COMPILE_VARIANTS[v]
+        o = o.replace(compile=True, compile_mode=mode, compile_channels_last=cl)
+    return o.replace(**ENGINE_OVERRIDES.get(v, {}))
 
 
 def _rel(a, b) -> float:
@@ -175,15 +180,17 @@ def _tf32(on: bool):
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = prev
 
 
-def ceiling(net, dev, B, grad, precision="fp32", channels_last=False, reps=5, warm=2, size=224) -> float:
-    """Images per second of the bare model (forward, or forward + input-gradient backward)."""
+def ceiling(net, dev, B, grad, precision="fp32", channels_last=False, reps=5, warm=2, size=224,
+            cudagraphs=False) -> float:
+    """Images per second of the bare model (forward, or forward + input-gradient backward);
+    ``cudagraphs``: mark a CUDA-graph step before each call (reduce-overhead compiled modules)."""
     g = torch.Generator(device="cpu").manual_seed(1)
     x = (torch.rand(B, 3, size, size, generator=g) * 2 - 1).to(dev)
     if channels_last:
         x = x.contiguous(memory_format=torch.channels_last)
 
     def step():
-        if engine._uses_cudagraphs(engine.COMPILE_MODE):
+        if cudagraphs:
             torch.compiler.cudagraph_mark_step_begin()
         with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
             if grad:
@@ -202,67 +209,15 @@ def ceiling(net, dev, B, grad, precision="fp32", channels_last=False, reps=5, wa
 
 
 # --------------------------------------------------------------------------------------------
-# the naive loop: one Captum call per map
-# --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def record_gs_draws(rec: dict):
-    """Record what Captum's GradientShap draws into ``rec``: torch.normal (NoiseTunnel noise),
-    np.random.choice (baseline indices, _expand_and_update_baselines), np.random.uniform (path
-    coefficients, InputBaselineXGradient). The engine replays them with ``attribute(draws=)``."""
-    real = (torch.normal, np.random.choice, np.random.uniform)
-
-    def normal(*a, **k):
-        rec["noise"] = real[0](*a, **k)
-        return rec["noise"]
-
-    def choice(*a, **k):
-        rec["baseline_index"] = np.asarray(real[1](*a, **k))
-        return rec["baseline_index"]
-
-    def uniform(*a, **k):
-        rec["alpha"] = np.asarray(real[2](*a, **k))
-        return rec["alpha"]
-
-    torch.normal, np.random.choice, np.random.uniform = normal, choice, uniform
-    try:
-        yield
-    finally:
-        torch.normal, np.random.choice, np.random.uniform = real
-
-
-def naive(model, x, t, spec: engine.MethodSpec, dev) -> tuple[np.ndarray, list | None]:
-    """One Captum call per map, as a user would write it. Returns maps and (GS) Captum's draws."""
-    from captum.attr import GradientShap, IntegratedGradients, Occlusion
-
-    maps, draws = [], []
-    for i in range(len(x)):
-        xi = x[i:i + 1].to(dev)
-        ti = int(t[i])
-        if spec.name == "integrated_gradients":
-            a = IntegratedGradients(model, multiply_by_inputs=spec.multiply_by_inputs).attribute(
-                xi, baselines=0.0, target=ti, n_steps=spec.n_steps, method=spec.method)
-        elif spec.name == "gradient_shap":
-            rec: dict = {}
-            with record_gs_draws(rec):
-                a = GradientShap(model, multiply_by_inputs=spec.multiply_by_inputs).attribute(
-                    xi, baselines=torch.zeros(1, *xi.shape[1:], device=dev), n_samples=spec.n_samples,
-                    stdevs=spec.stdevs, target=ti)
-            draws.append({"noise": rec["noise"].detach().clone(), "baseline_index": rec["baseline_index"],
-                          "alpha": rec["alpha"]})
-        else:
-            a = Occlusion(model).attribute(xi, sliding_window_shapes=tuple(spec.window), strides=tuple(spec.stride),
-                                           baselines=spec.baseline, target=ti)
-        maps.append(a.detach().sum(1)[0].float().cpu().numpy())
-    return np.stack(maps), (draws if spec.name == "gradient_shap" else None)
-
-
-# --------------------------------------------------------------------------------------------
 # the benchmark
 # --------------------------------------------------------------------------------------------
 class Bench:
     def __init__(self, args):
         self.args = args
         self.dev = torch.device(args.device)
+        #: the engine defaults on this device (DIFFXAI_COMPILE_* may choose the compiled path);
+        #: every variant is built from them
+        self.base = EngineOptions.from_environ(device=args.device, allow_cpu_compile=args.flow_test)
         self.t_start = time.perf_counter()
         self.res: dict = {"sections_done": []}
         self.lines: list[str] = []
@@ -294,7 +249,7 @@ class Bench:
         d = {"python": platform.python_version(), "torch": torch.__version__, "captum": captum.__version__,
              "numpy": np.__version__, "device": str(self.dev), "threads": torch.get_num_threads(),
              "cpu_count": os.cpu_count(), "quick": self.args.quick, "budget_s": self.args.budget_s,
-             "compile_mode": engine.COMPILE_MODE}
+             "compile_mode": self.base.compile_mode}
         try:
             d["loadavg_start"] = os.getloadavg()
         except OSError:
@@ -311,7 +266,7 @@ class Bench:
         self.save("env")
 
     def data(self):
-        from .classes import resolve_class
+        from diffxai.classes import resolve_class
 
         img_dir = Path(self.args.image_dir)
         if not img_dir.is_dir() or not any(img_dir.glob(f"{STUDY[0]}*")):
@@ -327,31 +282,34 @@ class Bench:
         self.say(f"images from {img_dir}; paper settings from {src}: {json.dumps(self.paper)}")
 
     def ceilings(self):
-        from .models import load_classifier
+        from diffxai.models import load_classifier
 
         dev, cuda = self.dev, self.dev.type == "cuda" or self.args.flow_test
         self.model = load_classifier("efficientnet_lite0", dev)
-        self.Bg = engine.default_batch_size(dev, True)
-        self.Bf = engine.default_batch_size(dev, False)
+        self.Bg = self.base.default_batch_size(True)
+        self.Bf = self.base.default_batch_size(False)
         reps = 3 if not cuda else 10
+        # (as before the redesign: a CUDA-graph step mark per call when the default compile mode uses
+        # CUDA graphs, also for the eager modules: no cost, kept so the numbers stay comparable)
+        cg = uses_cudagraphs(self.base.compile_mode)
         c: dict = {"batch_fwd": self.Bf, "batch_fwdbwd": self.Bg}
-        plain, _ = engine.prepare_model(self.model, dev, fold_bn=False, channels_last=False)
+        plain, _ = prepare_model(self.model, self.base, fold_bn=False, channels_last=False)
         configs = [("eager_fp32", plain, "fp32", False), ("eager_bf16", plain, "bf16", False)]
         if self.args.minimal:  # only the reference ceiling (the others were measured before)
             configs, cuda = configs[:1], False
-        cl, _ = engine.prepare_model(self.model, dev, fold_bn=False, channels_last=True)
+        cl, _ = prepare_model(self.model, self.base, fold_bn=False, channels_last=True)
         if not self.args.minimal:
             configs.append(("eager_channels_last_fp32", cl, "fp32", True))
         if cuda:
             configs.append(("eager_channels_last_bf16", cl, "bf16", True))
-            fold, info = engine.prepare_model(self.model, dev, fold_bn=True, channels_last=True)
+            fold, info = prepare_model(self.model, self.base, fold_bn=True, channels_last=True)
             if info["fold_bn"]:
                 configs.append(("eager_channels_last_foldbn_fp32", fold, "fp32", True))
         for name, net, prec, clast in configs:
             if self.left() < 30:
                 break
-            c[name] = {"fwd": ceiling(net, dev, self.Bf, False, prec, clast, reps, size=self.args.size),
-                       "fwdbwd": ceiling(net, dev, self.Bg, True, prec, clast, reps, size=self.args.size)}
+            c[name] = {"fwd": ceiling(net, dev, self.Bf, False, prec, clast, reps, size=self.args.size, cudagraphs=cg),
+                       "fwdbwd": ceiling(net, dev, self.Bg, True, prec, clast, reps, size=self.args.size, cudagraphs=cg)}
             self.say(f"ceiling {name:36s} fwd {c[name]['fwd']:9.1f} img/s   fwd+bwd {c[name]['fwdbwd']:9.1f} img/s")
             self.res["ceilings"] = c
             self.save()
@@ -360,18 +318,18 @@ class Bench:
             torch.backends.cudnn.benchmark = True
             try:
                 c["eager_fp32_cudnn_benchmark"] = {
-                    "fwd": ceiling(plain, dev, self.Bf, False, "fp32", False, reps, size=self.args.size),
-                    "fwdbwd": ceiling(plain, dev, self.Bg, True, "fp32", False, reps, size=self.args.size)}
+                    "fwd": ceiling(plain, dev, self.Bf, False, "fp32", False, reps, size=self.args.size, cudagraphs=cg),
+                    "fwdbwd": ceiling(plain, dev, self.Bg, True, "fp32", False, reps, size=self.args.size, cudagraphs=cg)}
                 c["eager_channels_last_fp32_cudnn_benchmark"] = {
-                    "fwd": ceiling(cl, dev, self.Bf, False, "fp32", True, reps, size=self.args.size),
-                    "fwdbwd": ceiling(cl, dev, self.Bg, True, "fp32", True, reps, size=self.args.size)}
+                    "fwd": ceiling(cl, dev, self.Bf, False, "fp32", True, reps, size=self.args.size, cudagraphs=cg),
+                    "fwdbwd": ceiling(cl, dev, self.Bg, True, "fp32", True, reps, size=self.args.size, cudagraphs=cg)}
             finally:
                 torch.backends.cudnn.benchmark = prev
             for k in ("eager_fp32_cudnn_benchmark", "eager_channels_last_fp32_cudnn_benchmark"):
                 self.say(f"ceiling {k:36s} fwd {c[k]['fwd']:9.1f} img/s   fwd+bwd {c[k]['fwdbwd']:9.1f} img/s")
             with _tf32(True):
-                c["eager_tf32"] = {"fwd": ceiling(plain, dev, self.Bf, False, "fp32", False, reps, size=self.args.size),
-                                   "fwdbwd": ceiling(plain, dev, self.Bg, True, "fp32", False, reps, size=self.args.size)}
+                c["eager_tf32"] = {"fwd": ceiling(plain, dev, self.Bf, False, "fp32", False, reps, size=self.args.size, cudagraphs=cg),
+                                   "fwdbwd": ceiling(plain, dev, self.Bg, True, "fp32", False, reps, size=self.args.size, cudagraphs=cg)}
             self.say(f"ceiling {'eager_tf32':36s} fwd {c['eager_tf32']['fwd']:9.1f} img/s   "
                      f"fwd+bwd {c['eager_tf32']['fwdbwd']:9.1f} img/s")
         self.res["ceilings"] = c
@@ -398,19 +356,20 @@ class Bench:
             timer = threading.Timer(limit_s, abort)
             timer.daemon = True
             timer.start()
-        with _compile_variant(variant):
-            net, info = engine.prepare_model(self.model, dev, compile=True)
-            cl = info["channels_last"]
-            t0 = time.perf_counter()
-            ceiling(net, dev, self.Bg, True, "fp32", cl, reps=1, warm=0, size=self.args.size)
-            cg = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            ceiling(net, dev, self.Bf, False, "fp32", cl, reps=1, warm=0, size=self.args.size)
-            cf = time.perf_counter() - t0
-            if timer is not None:
-                timer.cancel()
-            fb = ceiling(net, dev, self.Bg, True, "fp32", cl, reps=10, size=self.args.size)
-            f = ceiling(net, dev, self.Bf, False, "fp32", cl, reps=10, size=self.args.size)
+        opts = variant_options(variant, self.base)
+        net, info = prepare_model(self.model, opts, compile=True)
+        cl = info["channels_last"]
+        kw = {"size": self.args.size, "cudagraphs": uses_cudagraphs(opts.compile_mode)}
+        t0 = time.perf_counter()
+        ceiling(net, dev, self.Bg, True, "fp32", cl, reps=1, warm=0, **kw)
+        cg = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        ceiling(net, dev, self.Bf, False, "fp32", cl, reps=1, warm=0, **kw)
+        cf = time.perf_counter() - t0
+        if timer is not None:
+            timer.cancel()
+        fb = ceiling(net, dev, self.Bg, True, "fp32", cl, reps=10, **kw)
+        f = ceiling(net, dev, self.Bf, False, "fp32", cl, reps=10, **kw)
         name = "compiled_fp32" if variant == "compiled" else variant + "_fp32"
         c[name] = {"fwd": f, "fwdbwd": fb, "compile_s_fwdbwd": cg, "compile_s_fwd": cf,
                    "mode": COMPILE_VARIANTS[variant][0], "channels_last": cl}
@@ -418,14 +377,42 @@ class Bench:
                  f"fwd {f:9.1f} img/s   fwd+bwd {fb:9.1f} img/s   (compile {cg:.0f} s + {cf:.0f} s)")
         self.save(f"compiled_ceilings:{variant}")
 
-    def _engine(self, x, t, spec, **kw):
-        return _timed(lambda: engine.attribute(self.model, x, t, spec, device=self.dev, **kw), self.dev)
+    def _engine(self, x, t, spec, opts: EngineOptions, **kw):
+        """(seconds, (maps, stats)) of one engine call."""
+        return _timed(lambda: attribute(self.model, x, t, spec, opts, **kw), self.dev)
+
+    def _variant(self, v: str, spec) -> EngineOptions:
+        """The options of variant ``v`` for ``spec`` (BATCH_FACTOR: a multiple of the default batch)."""
+        opts = variant_options(v, self.base)
+        if v in BATCH_FACTOR:
+            opts = opts.replace(batch_size=BATCH_FACTOR[v] * self.base.default_batch_size(spec.name != "occlusion"))
+        return opts
+
+    def _naive_rounds(self, r, tag, spec, x_n, t_n, x_e, t_e, keys, variants, naive_rounds):
+        """The naive loop (and, interleaved, the eager engine: the CPU is shared, its speed drifts),
+        or the naive loop's earlier result. Returns (Captum's maps, its GS draws, eager s/map, stats)."""
+        dev, n_naive, n_engine = self.dev, len(x_n), len(x_e)
+        naive_s, eng_s, st = [], [], None
+        if "eager" not in variants and tag in self._naive:  # naive loop measured before: reuse it
+            ref, draws = self._naive[tag]
+            return ref, draws, None, None
+        ref = draws = None
+        for rnd in range(naive_rounds):
+            s, (ref, draws) = _timed(lambda: naive(self.model, x_n, t_n, spec, dev), dev)
+            naive_s.append(s / n_naive)
+            if "eager" in variants:
+                s, (_, st) = self._engine(x_e, t_e, spec, self.base, draw_keys=keys)
+                eng_s.append(s / n_engine)
+        self._naive[tag] = (ref, draws)
+        r["naive"] = {"maps": n_naive, "s_per_map": float(np.min(naive_s)), "all_s_per_map": naive_s,
+                      "maps_per_s": 1 / float(np.min(naive_s))}
+        return ref, draws, (float(np.min(eng_s)) if eng_s else None), st
 
     def method(self, name: str, settings: dict, n_naive: int, n_engine: int, tag: str, variants=("eager",),
                naive_rounds: int = 1):
         """Naive loop vs engine for one method at one setting."""
         dev = self.dev
-        spec = engine.method_spec(name, settings)
+        spec = method_spec(name, settings)
         E = spec.evals_per_map((3, self.args.size, self.args.size))
         r = self.res.setdefault("methods", {}).setdefault(tag, {"method": name, "settings": spec.settings(),
                                                                 "evals_per_map": E})
@@ -434,68 +421,35 @@ class Bench:
         keys = list(range(len(x_e)))
         # warm-up (cudnn/mkldnn handles, kernels): one map each way, not timed
         # (enough maps for one full batch, so cudnn's autotuner sees the timed shape)
-        kw_ = min(n_engine, -(-engine.default_batch_size(dev, spec.name != "occlusion") // E) + 1)
+        kw_ = min(n_engine, -(-self.base.default_batch_size(spec.name != "occlusion") // E) + 1)
         if tag not in self._naive and dev.type == "cuda":  # (CPU: interleaved rounds, best of)
             if spec.name != "occlusion" or not self.args.minimal:  # Occlusion: 3 s a map, batch 1
                 naive(self.model, x_n[:1], t_n[:1], spec, dev)
-            engine.attribute(self.model, x_e[:kw_], t_e[:kw_], spec, device=dev)
-        naive_s, eng_s = [], []
-        ref = draws = None
-        if "eager" not in variants and tag in self._naive:  # naive loop measured before: reuse it
-            ref, draws = self._naive[tag]
-        else:
-            for rnd in range(naive_rounds):  # interleaved: the CPU is shared, its speed drifts
-                s, (ref, draws) = _timed(lambda: naive(self.model, x_n, t_n, spec, dev), dev)
-                naive_s.append(s / n_naive)
-                if "eager" in variants:
-                    s, _ = self._engine(x_e, t_e, spec, draw_keys=keys)
-                    eng_s.append(s / n_engine)
-            self._naive[tag] = (ref, draws)
-            r["naive"] = {"maps": n_naive, "s_per_map": float(np.min(naive_s)), "all_s_per_map": naive_s,
-                          "maps_per_s": 1 / float(np.min(naive_s))}
+            attribute(self.model, x_e[:kw_], t_e[:kw_], spec, self.base)
+        ref, draws, eager_s, eager_st = self._naive_rounds(r, tag, spec, x_n, t_n, x_e, t_e, keys, variants,
+                                                           naive_rounds)
         base_fwd = self.res["ceilings"]["eager_fp32"]["fwdbwd" if spec.name != "occlusion" else "fwd"]
         r["ceiling_implied_maps_per_s"] = base_fwd / E
         for v in variants:
-            kw = {"precision": "fp32"}
-            cv = _compile_variant(v)
-            cv.__enter__()
-            if v in BATCH_FACTOR:
-                kw["batch_size"] = BATCH_FACTOR[v] * engine.default_batch_size(dev, spec.name != "occlusion")
-            if v in COMPILE_VARIANTS:
-                kw["compile"] = True
-            elif v == "bf16":
-                kw["precision"] = "bf16"
-            elif v == "eager_channels_last":
-                engine.CUDA_CHANNELS_LAST = True
-            elif v == "tf32":
-                engine.ALLOW_TF32 = True
-            elif v == "foldbn":
-                engine.FOLD_BN[dev.type] = True
+            opts = self._variant(v, spec)
             try:
                 if v == "eager":
-                    s = float(np.min(eng_s))
-                    st = dict(engine.last_run_stats)
-                    first = None
+                    s, st, first = eager_s, eager_st, None
                 else:
-                    first, _ = self._engine(x_e[:kw_], t_e[:kw_], spec, draw_keys=keys[:kw_], **kw)  # warm/compile
-                    s, _ = self._engine(x_e, t_e, spec, draw_keys=keys, **kw)
+                    first, _ = self._engine(x_e[:kw_], t_e[:kw_], spec, opts, draw_keys=keys[:kw_])  # warm/compile
+                    s, (_, st) = self._engine(x_e, t_e, spec, opts, draw_keys=keys)
                     s /= n_engine
-                    st = dict(engine.last_run_stats)
                 # accuracy on the naive maps (GS: Captum's own draws); compiled: all through the
                 # compiled model (the eager tail is eager NCHW, whose error is the eager row's)
-                tail, engine.COMPILE_EAGER_TAIL = engine.COMPILE_EAGER_TAIL, 0.0
-                try:
-                    got = engine.attribute(self.model, x_n, t_n, spec, device=dev, draws=draws, **kw)
-                finally:
-                    engine.COMPILE_EAGER_TAIL = tail
+                got, _ = attribute(self.model, x_n, t_n, spec, opts.replace(compile_eager_tail=0.0), draws=draws)
                 errs = [_rel(got[i], ref[i]) for i in range(len(ref))]
                 d = {"maps": n_engine, "s_per_map": s, "maps_per_s": 1 / s,
                      "speedup_vs_naive": r["naive"]["s_per_map"] / s,
                      "vs_ceiling_implied": (1 / s) / r["ceiling_implied_maps_per_s"],
-                     "max_rel_err_vs_captum": max(errs), "batch_size": st.get("batch_size"),
-                     "channels_last": st.get("channels_last"), "fold_bn": st.get("fold_bn"),
-                     "padded_evals": st.get("padded_evals"), "eager_tail_evals": st.get("eager_tail_evals"),
-                     "compile_mode": st.get("compile_mode")}
+                     "max_rel_err_vs_captum": max(errs), "batch_size": st.batch_size,
+                     "channels_last": st.channels_last, "fold_bn": st.fold_bn,
+                     "padded_evals": st.padded_evals, "eager_tail_evals": st.eager_tail_evals,
+                     "compile_mode": st.compile_mode}
                 if first is not None and v in COMPILE_VARIANTS:
                     d["first_call_s (compile)"] = first
                 r[v] = d
@@ -509,11 +463,6 @@ class Bench:
                 self.say(f"{tag:28s} {v:10s} FAILED: {r[v]['error']}")
                 if v == "eager":
                     raise
-            finally:
-                cv.__exit__(None, None, None)
-                engine.CUDA_CHANNELS_LAST = False
-                engine.ALLOW_TF32 = False
-                engine.FOLD_BN[dev.type] = False
             self.save()
         if "bf16" in r and "eager" in r:
             r["bf16"]["rel_err_vs_fp32_captum"] = r["bf16"]["max_rel_err_vs_captum"]
@@ -523,16 +472,12 @@ class Bench:
     def paper_workload(self, n_engine: dict, n_naive: int, variant: str = "eager", reuse_engine: bool = False):
         """4 classes x 100 steps x 3 methods at the paper settings; times per map measured on
         ``n_engine[method]`` maps (one class's steps 0..n-1) and scaled to 400 maps per method."""
-        with _compile_variant(variant):
-            self._paper_workload(n_engine, n_naive, variant, reuse_engine)
-
-    def _paper_workload(self, n_engine, n_naive, variant, reuse_engine):
         dev = self.dev
         out = {"maps_per_method": 400, "variant": variant, "methods": {}}
         tot_e = tot_n = 0.0
-        for name in engine.METHODS:
+        for name in METHODS:
             settings = self.paper[name]
-            spec = engine.method_spec(name, settings)
+            spec = method_spec(name, settings)
             m = None  # reuse the identical-settings measurement where the settings are the same
             for tag, r in self.res.get("methods", {}).items():
                 if r["method"] == name and r["settings"] == spec.settings() and variant in r:
@@ -548,15 +493,13 @@ class Bench:
                 eng, n_meas = m[variant]["s_per_map"], m[variant]["maps"]
             else:  # the engine as the pipeline calls it: one call per class with its steps
                 x, t = self.maps.get(n_engine[name], cls=3)
-                kw = {"compile": variant in COMPILE_VARIANTS}
-                if variant in BATCH_FACTOR:
-                    kw["batch_size"] = BATCH_FACTOR[variant] * engine.default_batch_size(dev, spec.name != "occlusion")
+                opts = self._variant(variant, spec)
                 if dev.type == "cuda":
-                    k = -(-engine.default_batch_size(dev, spec.name != "occlusion") // spec.evals_per_map()) + 1
-                    engine.attribute(self.model, x[:k], t[:k], spec, device=dev, **kw)
-                eng = _timed(lambda: engine.attribute(self.model, x, t, spec, device=dev,
-                                                      draw_keys=list(range(len(x))), **kw), dev)[0] / len(x)
-                out.setdefault("stats", {})[name] = {k: engine.last_run_stats.get(k) for k in (
+                    k = -(-self.base.default_batch_size(spec.name != "occlusion") // spec.evals_per_map()) + 1
+                    attribute(self.model, x[:k], t[:k], spec, opts)
+                eng, (_, st) = self._engine(x, t, spec, opts, draw_keys=list(range(len(x))))
+                eng /= len(x)
+                out.setdefault("stats", {})[name] = {k: getattr(st, k) for k in (
                     "batch_size", "batches", "padded_evals", "eager_tail_evals", "compile_mode", "channels_last",
                     "oom_halvings", "occlusion_incremental_cut")}
                 n_meas = len(x)
@@ -604,7 +547,7 @@ class Bench:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m diffxai.bench", description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(prog="python bench/bench.py", description=__doc__.splitlines()[0])
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", choices=("cpu", "cuda"))
     ap.add_argument("--quick", action="store_true", help="fewer maps (CPU: a few minutes)")
     ap.add_argument("--json", default=None, help="write all numbers here")
@@ -624,8 +567,6 @@ def main(argv=None) -> int:
     if args.device == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda but torch sees no GPU")
     cuda = args.device == "cuda" or args.flow_test
-    if args.flow_test:
-        engine._ALLOW_CPU_COMPILE = True
     if args.budget_s is None:
         args.budget_s = 330.0 if cuda else (420.0 if args.quick else 3600.0)
     if cuda:  # fp32 means fp32 for every fp32 number below (Captum's naive loop included)
@@ -635,7 +576,6 @@ def main(argv=None) -> int:
     b.env()
     b.data()
     b.ceilings()
-    q = args.quick
     if args.minimal and args.plan == "targets":
         targets_plan(b, args)
     elif args.minimal and args.plan == "paper":
@@ -643,45 +583,9 @@ def main(argv=None) -> int:
     elif args.minimal:
         compile_modes_plan(b, args)
     elif cuda:
-        variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
-        f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
-        b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
-                 variants)
-        b.method("gradient_shap", COMPARE["gradient_shap"], 3, (24 if q else 48) // f, "GS n_samples=20", variants)
-        b.method("occlusion", COMPARE["occlusion"], 2, max(1, (4 if q else 8) // f), "Occlusion 15/8", variants)
-        b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
-                          "occlusion": max(1, (8 if q else 20) // f)}, 3)
-        compiled_ok = False
-        if not args.no_compile and b.left() > 150:
-            try:
-                b.compiled_ceilings()
-                compiled_ok = True
-            except Exception as exc:
-                b.res["compile_error"] = f"{type(exc).__name__}: {exc}"[:2000]
-                b.say(f"torch.compile FAILED: {b.res['compile_error'][:300]}")
-        if compiled_ok:
-            for name, tag, nn_, ne in (("integrated_gradients", "IG n_steps=50", 3, 48 // f),
-                                       ("gradient_shap", "GS n_samples=20", 3, 48 // f),
-                                       ("occlusion", "Occlusion 15/8", 2, max(1, 8 // f))):
-                if b.left() < 60:
-                    break
-                b.method(name, COMPARE[name], nn_, ne, tag, ("compiled",))
-            if b.left() > 30:
-                try:
-                    b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
-                                      "occlusion": max(1, 20 // f)}, 3, "compiled")
-                except Exception as exc:
-                    b.say(f"paper workload (compiled) FAILED: {type(exc).__name__}: {exc}"[:300])
+        cuda_plan(b, args)
     else:
-        rounds = 2
-        b.method("integrated_gradients", COMPARE["integrated_gradients"], 1, 2 if q else 4, "IG n_steps=50",
-                 ("eager", "bf16"), naive_rounds=rounds)
-        b.method("gradient_shap", COMPARE["gradient_shap"], 1, 2 if q else 4, "GS n_samples=20", ("eager", "bf16"),
-                 naive_rounds=rounds)
-        b.method("occlusion", COMPARE["occlusion"], 1, 1 if q else 2, "Occlusion 15/8", ("eager",),
-                 naive_rounds=2)
-        b.paper_workload({"integrated_gradients": 2 if q else 8, "gradient_shap": 2 if q else 8,
-                          "occlusion": 1 if q else 2}, 1, reuse_engine=True)
+        cpu_plan(b, args)
     try:
         b.res["env"]["loadavg_end"] = os.getloadavg()
     except OSError:
@@ -691,6 +595,55 @@ def main(argv=None) -> int:
     b.res["table"] = b.lines
     b.save()
     return 0
+
+
+def cuda_plan(b: Bench, args) -> None:
+    """The full CUDA plan: eager variants per method, the paper workload, then torch.compile."""
+    q = args.quick
+    variants = ("eager", "bf16", "eager_channels_last", "tf32", "foldbn")
+    f = 8 if args.flow_test else 1  # fewer maps for a flow test on the CPU
+    b.method("integrated_gradients", COMPARE["integrated_gradients"], 3, (24 if q else 48) // f, "IG n_steps=50",
+             variants)
+    b.method("gradient_shap", COMPARE["gradient_shap"], 3, (24 if q else 48) // f, "GS n_samples=20", variants)
+    b.method("occlusion", COMPARE["occlusion"], 2, max(1, (4 if q else 8) // f), "Occlusion 15/8", variants)
+    b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
+                      "occlusion": max(1, (8 if q else 20) // f)}, 3)
+    compiled_ok = False
+    if not args.no_compile and b.left() > 150:
+        try:
+            b.compiled_ceilings()
+            compiled_ok = True
+        except Exception as exc:
+            b.res["compile_error"] = f"{type(exc).__name__}: {exc}"[:2000]
+            b.say(f"torch.compile FAILED: {b.res['compile_error'][:300]}")
+    if compiled_ok:
+        for name, tag, nn_, ne in (("integrated_gradients", "IG n_steps=50", 3, 48 // f),
+                                   ("gradient_shap", "GS n_samples=20", 3, 48 // f),
+                                   ("occlusion", "Occlusion 15/8", 2, max(1, 8 // f))):
+            if b.left() < 60:
+                break
+            b.method(name, COMPARE[name], nn_, ne, tag, ("compiled",))
+        if b.left() > 30:
+            try:
+                b.paper_workload({"integrated_gradients": 100 // f, "gradient_shap": 100 // f,
+                                  "occlusion": max(1, 20 // f)}, 3, "compiled")
+            except Exception as exc:
+                b.say(f"paper workload (compiled) FAILED: {type(exc).__name__}: {exc}"[:300])
+
+
+def cpu_plan(b: Bench, args) -> None:
+    """The CPU plan: eager fp32 and bf16 per method (naive loop and engine interleaved, best of
+    two rounds: the CPU is shared), then the paper workload from those rates."""
+    q = args.quick
+    rounds = 2
+    b.method("integrated_gradients", COMPARE["integrated_gradients"], 1, 2 if q else 4, "IG n_steps=50",
+             ("eager", "bf16"), naive_rounds=rounds)
+    b.method("gradient_shap", COMPARE["gradient_shap"], 1, 2 if q else 4, "GS n_samples=20", ("eager", "bf16"),
+             naive_rounds=rounds)
+    b.method("occlusion", COMPARE["occlusion"], 1, 1 if q else 2, "Occlusion 15/8", ("eager",),
+             naive_rounds=2)
+    b.paper_workload({"integrated_gradients": 2 if q else 8, "gradient_shap": 2 if q else 8,
+                      "occlusion": 1 if q else 2}, 1, reuse_engine=True)
 
 
 def targets_plan(b: Bench, args) -> None:
@@ -752,14 +705,14 @@ def compile_modes_plan(b: Bench, args) -> None:
     nn_ = {"integrated_gradients": 3, "gradient_shap": 3, "occlusion": 1}
     tags = {"integrated_gradients": "IG n_steps=50", "gradient_shap": "GS n_samples=20", "occlusion": "Occlusion 15/8"}
     pw = {"integrated_gradients": 100 // f, "gradient_shap": 100 // f, "occlusion": max(1, 20 // f)}
-    for name in engine.METHODS:
+    for name in METHODS:
         b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], ("eager",))
     b.paper_workload(pw, 3, "eager")
 
     def run_variant(v, limit_s=None):
         try:
             b.compiled_ceilings(v, limit_s)
-            for name in engine.METHODS:
+            for name in METHODS:
                 b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], (v,))
             b.paper_workload(pw, 3, v)
             return b.res["paper_workload"][v]["engine_s"]

@@ -20,16 +20,19 @@ Boxes have one fixed size per level (the largest over all windows) and a start p
 position, tabulated once per setting, so batches keep one shape whatever the window stride.
 :func:`plan_for` picks the deepest cut whose box still covers at most ``MAX_BOX_FRACTION`` of its
 map and returns None (the engine then runs full forwards) for other models.
+
+This is the one module outside diffxai.models that reads EfficientNet-Lite0's internals.
 """
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
-from .engine import shift_counts
-from .models import _LITE0_BLOCKS, EfficientNetLite0, same_pad
+from ..models import _LITE0_BLOCKS, EfficientNetLite0, same_pad
+from .methods import shift_counts
 
 #: deepest cut (block index) considered
 MAX_CUT_BLOCK = 15
@@ -255,3 +258,24 @@ def plan_for(model: nn.Module, shape, window, stride, baseline: float, n_slots: 
     if cut is None:
         return None
     return IncrementalOcclusion(model, shape, window, stride, baseline, cut, n_slots, channels_last)
+
+
+#: plans per base model. A plan holds its model, so (as with prepare._prepared, whose entry may be
+#: the model itself) an entry lives as long as the process: one model per job.
+_plans: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
+
+
+def cached_plan(model: nn.Module, shape, window, stride, baseline: float, n_slots: int, *,
+                channels_last: bool = False, max_cut: int | None = None, compile: bool = False,
+                compile_mode: str | None = None):
+    """(plan, module to run) for these settings, built once per setting and model (so a compiled
+    module is never recompiled), or (None, None) where :func:`plan_for` refuses."""
+    key = (tuple(shape), tuple(window), tuple(stride), baseline, n_slots, bool(compile), compile_mode,
+           channels_last, max_cut)
+    cache = _plans.setdefault(model, {})
+    if key not in cache:
+        plan = plan_for(model, shape, window, stride, baseline, n_slots=n_slots, channels_last=channels_last,
+                        max_cut=max_cut)
+        run = plan if plan is None or not compile else torch.compile(plan, mode=compile_mode, dynamic=False)
+        cache[key] = (plan, run)
+    return cache[key]

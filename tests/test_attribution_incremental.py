@@ -1,4 +1,4 @@
-"""Incremental Occlusion (recompute only the box a window changes) against full forwards, the
+"""diffxai.attribution.incremental: incremental Occlusion (recompute only the box a window changes) against full forwards, the
 engine's full path and Captum, on real EfficientNet-Lite0 weights and a real noised image (CPU)."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from diffxai import engine, incremental
-from diffxai.engine import attribute, method_spec
+from diffxai.attribution import incremental, method_spec
+from diffxai.attribution.expansions import _Occ
 
-from test_engine import PERSIAN, TIGER, _image, _noised, _rel, inject_oom
+from test_attribution import PERSIAN, TIGER, _image, _noised, _rel, inject_oom, run
 
 captum_attr = pytest.importorskip("captum.attr")
 
@@ -27,7 +27,7 @@ def tiger224():
 
 
 def _full_logits(model, x, spec, idx):
-    masks = engine._Occ(spec, tuple(x.shape), "cpu")._masks(idx)
+    masks = _Occ(spec, tuple(x.shape), "cpu")._masks(idx)
     with torch.no_grad():
         return model(x.unsqueeze(0) * (1 - masks) + spec.baseline * masks)
 
@@ -47,7 +47,7 @@ def test_logits_equal_full_forward_everywhere_including_borders(model, tiger224,
     other = torch.flip(x, dims=[2])  # a second, different image in another slot
     inc.load(0, other)
     inc.load(2, x)
-    occ = engine._Occ(spec, tuple(x.shape), "cpu")
+    occ = _Occ(spec, tuple(x.shape), "cpu")
     sc = occ.shift_counts
     # every corner, edge midpoints, the unoccluded copy (0) and a spread of interior windows
     feats = {0, sc[0] - 1, sc[0] * (sc[1] - 1), sc[0] * sc[1] * (sc[2] - 1), occ.P - 1, occ.P // 2,
@@ -80,31 +80,31 @@ def test_plan_is_refused_where_it_cannot_be_exact_or_fast(model):
 def test_engine_incremental_equals_full_path_at_the_study_setting(model, tiger224):
     spec = method_spec("occlusion", {"window": [3, 15, 15], "stride": [3, 8, 8]})
     x, t = tiger224.unsqueeze(0), torch.tensor([TIGER[1]])
-    fast = attribute(model, x, t, spec, batch_size=64)
-    assert engine.last_run_stats["occlusion_incremental_cut"] == 6
-    full = attribute(model, x, t, spec, batch_size=64, incremental=False)
-    assert engine.last_run_stats["occlusion_incremental_cut"] is None
+    fast, st = run(model, x, t, spec, batch_size=64)
+    assert st.occlusion_incremental_cut == 6
+    full, st_full = run(model, x, t, spec, batch_size=64, occlusion_incremental=False)
+    assert st_full.occlusion_incremental_cut is None
+    assert st.occlusion_incremental_cut == 6  # each call's own stats: nothing shared between calls
     assert _rel(fast, full) <= 1e-5
 
 
-def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model, monkeypatch):
+def test_engine_incremental_matches_captum_across_maps_padding_and_oom(model):
     # 96 px, window 7 stride 4: cut after block 3; 24 x 24 windows + 1 = 577 evaluations per map,
     # so a batch of 200 spans two maps and the last one is padded
     x = torch.cat([_noised(_image(TIGER[0], 96), [40]), _noised(_image(PERSIAN[0], 96), [70])])
     t = torch.tensor([TIGER[1], PERSIAN[1]])
     spec = method_spec("occlusion", {"window": [3, 7, 7], "stride": [3, 4, 4]})
-    got = attribute(model, x, t, spec, batch_size=200)
-    stats = dict(engine.last_run_stats)
-    assert stats["occlusion_incremental_cut"] == 3 and stats["padded_evals"] > 0
+    got, stats = run(model, x, t, spec, batch_size=200)
+    assert stats.occlusion_incremental_cut == 3 and stats.padded_evals > 0
     occ = captum_attr.Occlusion(model)
     for i in range(len(x)):
         ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 7, 7), strides=(3, 4, 4), baselines=0.0,
                             target=int(t[i]), perturbations_per_eval=100).sum(1)[0].numpy()
         assert _rel(got[i], ref) <= 1e-4, i
-    seen = inject_oom(monkeypatch, above=50)
-    again = attribute(model, x, t, spec, batch_size=200)
+    seen, hook = inject_oom(above=50)
+    again, st = run(model, x, t, spec, batch_size=200, before_batch=hook)
     # eager batches are balanced (1154 evaluations -> 6 x 193), then halved twice to fit under 50
-    assert engine.last_run_stats["oom_halvings"] == 2 and seen[:3] == [193, 96, 48]
+    assert st.oom_halvings == 2 and seen[:3] == [193, 96, 48]
     assert _rel(again, got) <= 1e-5
     assert np.isfinite(again).all()
 
@@ -116,8 +116,8 @@ def test_per_channel_windows_match_captum(model, incremental_on):
     x = _noised(_image(TIGER[0], 96), [55])
     t = torch.tensor([TIGER[1]])
     spec = method_spec("occlusion", {"window": [1, 9, 9], "stride": [1, 6, 6], "baseline": 0.3})
-    got = attribute(model, x, t, spec, batch_size=100, incremental=incremental_on)
-    assert engine.last_run_stats["occlusion_incremental_cut"] == (3 if incremental_on else None)
+    got, st = run(model, x, t, spec, batch_size=100, occlusion_incremental=incremental_on)
+    assert st.occlusion_incremental_cut == (3 if incremental_on else None)
     ref = captum_attr.Occlusion(model).attribute(x, sliding_window_shapes=(1, 9, 9), strides=(1, 6, 6),
                                                  baselines=0.3, target=int(t[0]),
                                                  perturbations_per_eval=100).sum(1)[0].numpy()

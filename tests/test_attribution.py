@@ -1,5 +1,5 @@
-"""The batched attribution engine against per-map Captum calls, on real EfficientNet-Lite0 weights
-and real noised ImageNet images (CPU, fp32)."""
+"""The batched attribution engine (diffxai.attribution) against per-map Captum calls, on real
+EfficientNet-Lite0 weights and real noised ImageNet images (CPU, fp32)."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from diffxai import engine
-from diffxai.bench import record_gs_draws
-from diffxai.engine import attribute, method_spec
+from diffxai.attribution import EngineOptions, attribute, method_spec
+from diffxai.attribution import expansions
+from diffxai.attribution.reference import record_gs_draws
 from diffxai.errors import DiffxaiError
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -47,6 +47,16 @@ def _noised(x0: torch.Tensor, ks, seed=0) -> torch.Tensor:
     return torch.stack([(ab[99 - k].sqrt() * x0 + (1 - ab[99 - k]).sqrt() * eps).float() for k in ks])
 
 
+def run(model, x, t, spec, *, draw_keys=None, draws=None, on_result=None, progress=None, **options):
+    """attribute() with EngineOptions(**options): (maps, stats)."""
+    return attribute(model, x, t, spec, EngineOptions(**options), draw_keys=draw_keys, draws=draws,
+                     on_result=on_result, progress=progress)
+
+
+def maps_of(*a, **k) -> np.ndarray:
+    return run(*a, **k)[0]
+
+
 def _rel(a, b) -> float:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
@@ -76,7 +86,7 @@ def batch64():
 def test_integrated_gradients_matches_captum(model, batch224):
     x, t = batch224
     spec = method_spec("integrated_gradients", {"n_steps": 6})
-    got = attribute(model, x, t, spec, batch_size=4)  # batches straddle maps
+    got = maps_of(model, x, t, spec, batch_size=4)  # batches straddle maps
     ig = captum_attr.IntegratedGradients(model)
     for i in range(len(x)):
         ref = ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=6).sum(1)[0].numpy()
@@ -87,7 +97,7 @@ def test_integrated_gradients_matches_captum(model, batch224):
                                       {"n_steps": 5, "multiply_by_inputs": False}])
 def test_integrated_gradients_variants_match_captum(model, batch64, settings):
     x, t = batch64
-    got = attribute(model, x, t, method_spec("integrated_gradients", settings), batch_size=4)
+    got = maps_of(model, x, t, method_spec("integrated_gradients", settings), batch_size=4)
     ig = captum_attr.IntegratedGradients(model, multiply_by_inputs=settings.get("multiply_by_inputs", True))
     ref = np.stack([ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=settings["n_steps"],
                                  method=settings.get("method", "gausslegendre")).sum(1)[0].numpy()
@@ -96,7 +106,7 @@ def test_integrated_gradients_variants_match_captum(model, batch64, settings):
 
 
 def _captum_gs_with_recorded_draws(model, x, t, baselines, n_samples, stdevs):
-    """Per-map Captum GradientShap calls, with exactly what Captum draws recorded (bench.record_gs_draws)."""
+    """Per-map Captum GradientShap calls, with exactly what Captum draws recorded (diffxai.attribution.reference.record_gs_draws)."""
     rec = {}
     gs = captum_attr.GradientShap(model)
     refs, draws = [], []
@@ -117,7 +127,7 @@ def test_gradient_shap_matches_captum_given_its_draws(model, batch224):
     x, t = batch224
     ref, draws = _captum_gs_with_recorded_draws(model, x, t, torch.zeros(1, 3, 224, 224), 4, 0.1)
     spec = method_spec("gradient_shap", {"n_samples": 4, "stdevs": 0.1})
-    got = attribute(model, x, t, spec, batch_size=5, draws=draws)
+    got = maps_of(model, x, t, spec, batch_size=5, draws=draws)
     for i in range(len(x)):
         assert _rel(got[i], ref[i]) <= 1e-4, i
 
@@ -127,7 +137,7 @@ def test_gradient_shap_uniform_baselines_match_captum(model, batch64):
     bases = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(3)) * 2 - 1
     ref, draws = _captum_gs_with_recorded_draws(model, x, t, bases, 6, 0.05)
     spec = method_spec("gradient_shap", {"n_samples": 6, "stdevs": 0.05, "baselines": "uniform", "n_baselines": 4})
-    got = attribute(model, x, t, spec, batch_size=5, draws=draws)
+    got = maps_of(model, x, t, spec, batch_size=5, draws=draws)
     assert _rel(got, ref) <= 1e-4
 
 
@@ -137,7 +147,7 @@ def test_occlusion_matches_captum(model):
     t = torch.tensor([TIGER[1], PERSIAN[1]])
     spec = method_spec("occlusion", {"window": [3, 15, 15], "stride": [3, 8, 8]})
     assert spec.evals_per_map((3, 96, 96)) == 1 + 12 * 12
-    got = attribute(model, x, t, spec, batch_size=64)
+    got = maps_of(model, x, t, spec, batch_size=64)
     occ = captum_attr.Occlusion(model)
     for i in range(len(x)):
         ref = occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 15, 15), strides=(3, 8, 8), baselines=0.0,
@@ -151,13 +161,13 @@ def test_softmax_output_matches_captum(model, batch64):
     def prob(z):
         return torch.softmax(model(z), dim=1)
 
-    got = attribute(model, x, t, method_spec("occlusion", {"window": [3, 9, 9], "stride": [3, 6, 6]}),
+    got = maps_of(model, x, t, method_spec("occlusion", {"window": [3, 9, 9], "stride": [3, 6, 6]}),
                     batch_size=32, output="softmax")
     occ = captum_attr.Occlusion(prob)
     ref = np.stack([occ.attribute(x[i:i + 1], sliding_window_shapes=(3, 9, 9), strides=(3, 6, 6), baselines=0.0,
                                   target=int(t[i]), perturbations_per_eval=32).sum(1)[0].numpy() for i in range(len(x))])
     assert _rel(got, ref) <= 1e-4
-    got = attribute(model, x, t, method_spec("integrated_gradients", {"n_steps": 4}), output="softmax")
+    got = maps_of(model, x, t, method_spec("integrated_gradients", {"n_steps": 4}), output="softmax")
     ig = captum_attr.IntegratedGradients(prob)
     ref = np.stack([ig.attribute(x[i:i + 1], baselines=0.0, target=int(t[i]), n_steps=4).sum(1)[0].numpy()
                     for i in range(len(x))])
@@ -165,9 +175,9 @@ def test_softmax_output_matches_captum(model, batch64):
 
 
 # ------------------------------------------------------------------ batching machinery
-def inject_oom(monkeypatch, above: int) -> list:
-    """Make every device batch larger than ``above`` raise CUDA out-of-memory; returns the list
-    of batch sizes tried."""
+def inject_oom(above: int) -> tuple[list, object]:
+    """A ``before_batch`` hook that makes every device batch larger than ``above`` raise CUDA
+    out-of-memory, and the list of batch sizes it saw."""
     seen = []
 
     def hook(bs):
@@ -175,21 +185,20 @@ def inject_oom(monkeypatch, above: int) -> list:
         if bs > above:
             raise torch.cuda.OutOfMemoryError("injected: CUDA out of memory")
 
-    monkeypatch.setattr(engine, "_oom_hook", hook)
-    return seen
+    return seen, hook
 
 
 def test_padding_does_not_leak_and_results_do_not_depend_on_batch_size(model, batch64):
     x, t = batch64  # 3 maps x 5 steps = 15 evaluations
     spec = method_spec("integrated_gradients", {"n_steps": 5})
-    whole = attribute(model, x, t, spec, batch_size=15)
-    assert engine.last_run_stats["padded_evals"] == 0 and engine.last_run_stats["batches"] == 1
-    alone = [attribute(model, x[i:i + 1], t[i:i + 1], spec)[0] for i in range(len(x))]  # no company
+    whole, st = run(model, x, t, spec, batch_size=15)
+    assert st.padded_evals == 0 and st.batches == 1
+    alone = [maps_of(model, x[i:i + 1], t[i:i + 1], spec)[0] for i in range(len(x))]  # no company
     for i in range(len(x)):
         assert _rel(whole[i], alone[i]) <= 1e-5
     for bs in (4, 8, 2):  # 15 evaluations = 4+4+4+3, 8+7, 7 x 2 + 1: the last batch padded by one
-        got = attribute(model, x, t, spec, batch_size=bs)
-        assert engine.last_run_stats["padded_evals"] >= 1, bs
+        got, st = run(model, x, t, spec, batch_size=bs)
+        assert st.padded_evals >= 1, bs
         assert _rel(got, whole) <= 1e-5, bs
         for i in range(len(x)):
             assert _rel(got[i], alone[i]) <= 1e-5, (bs, i)
@@ -198,28 +207,27 @@ def test_padding_does_not_leak_and_results_do_not_depend_on_batch_size(model, ba
 def test_padding_is_excluded_for_occlusion_too(model, batch64):
     x, t = batch64
     spec = method_spec("occlusion", {"window": [3, 16, 16], "stride": [3, 16, 16]})  # 16 windows + 1
-    a = attribute(model, x, t, spec, batch_size=10)  # 51 evaluations: 9 padded
-    assert engine.last_run_stats["padded_evals"] > 0
-    b = np.stack([attribute(model, x[i:i + 1], t[i:i + 1], spec, batch_size=17)[0] for i in range(len(x))])
+    a, st = run(model, x, t, spec, batch_size=10)  # 51 evaluations: 9 padded
+    assert st.padded_evals > 0
+    b = np.stack([maps_of(model, x[i:i + 1], t[i:i + 1], spec, batch_size=17)[0] for i in range(len(x))])
     assert _rel(a, b) <= 1e-5
 
 
-def test_oom_backoff_halves_and_gives_the_same_result(model, batch64, monkeypatch):
+def test_oom_backoff_halves_and_gives_the_same_result(model, batch64):
     x, t = batch64
     spec = method_spec("integrated_gradients", {"n_steps": 6})
-    ref = attribute(model, x, t, spec, batch_size=3)
-    seen = inject_oom(monkeypatch, above=3)
-    got = attribute(model, x, t, spec, batch_size=18)
-    assert engine.last_run_stats["oom_halvings"] == 3 and engine.last_run_stats["batch_size"] == 2
+    ref = maps_of(model, x, t, spec, batch_size=3)
+    seen, hook = inject_oom(above=3)
+    got, st = run(model, x, t, spec, batch_size=18, before_batch=hook)
+    assert st.oom_halvings == 3 and st.batch_size == 2
     assert seen[:4] == [18, 9, 4, 2]
     assert _rel(got, ref) <= 1e-6
 
     def always(bs):
         raise torch.cuda.OutOfMemoryError("injected")
 
-    monkeypatch.setattr(engine, "_oom_hook", always)
     with pytest.raises(DiffxaiError, match="batch size 1"):
-        attribute(model, x[:1], t[:1], spec, batch_size=4)
+        maps_of(model, x[:1], t[:1], spec, batch_size=4, before_batch=always)
 
 
 def test_results_stream_in_order_as_maps_finish(model, batch64):
@@ -230,14 +238,16 @@ def test_results_stream_in_order_as_maps_finish(model, batch64):
 
     def on_result(sl, maps):
         calls.append((sl.start, sl.stop, maps.copy()))
-        batches_run.append(engine.last_run_stats["batches"])
+        batches_run.append(len(started))
 
-    out = attribute(model, x, t, spec, batch_size=3, on_result=on_result, progress=lambda d, n: prog.append((d, n)))
+    started = []  # one entry per device batch, appended right before it runs
+    out = maps_of(model, x, t, spec, batch_size=3, on_result=on_result, progress=lambda d, n: prog.append((d, n)),
+                  before_batch=started.append)
     assert [(a, b) for a, b, _ in calls] == [(0, 1), (1, 2), (2, 3)]  # 12 evals in 4 batches of 3
     for a, b, m in calls:
         np.testing.assert_array_equal(m, out[a:b])
     assert prog[-1] == (3, 3)
-    # handed over one batch after finishing (OVERLAP_HOST), never later: map 0 finishes in batch
+    # handed over one batch after finishing (overlap_host), never later: map 0 finishes in batch
     # 2 and arrives after batch 3, maps 1 and 2 finish in batches 3 and 4 and arrive at the end
     assert batches_run == [3, 4, 4]
 
@@ -246,11 +256,11 @@ def test_gradient_shap_draw_keys_make_maps_independent_of_batching(model, batch6
     x, t = batch64
     spec = method_spec("gradient_shap", {"n_samples": 4, "stdevs": 0.2, "baselines": "uniform", "n_baselines": 3})
     keys = [101, 202, 303]
-    a = attribute(model, x, t, spec, draw_keys=keys, batch_size=5)
-    b = attribute(model, x[1:], t[1:], spec, draw_keys=keys[1:], batch_size=3)  # other company, batching
-    c = attribute(model, x[[2, 0]], t[[2, 0]], spec, draw_keys=[keys[2], keys[0]], batch_size=8)
+    a = maps_of(model, x, t, spec, draw_keys=keys, batch_size=5)
+    b = maps_of(model, x[1:], t[1:], spec, draw_keys=keys[1:], batch_size=3)  # other company, batching
+    c = maps_of(model, x[[2, 0]], t[[2, 0]], spec, draw_keys=[keys[2], keys[0]], batch_size=8)
     assert _rel(b, a[1:]) <= 1e-5 and _rel(c[0], a[2]) <= 1e-5 and _rel(c[1], a[0]) <= 1e-5
-    d = attribute(model, x, t, spec, draw_keys=[7, 8, 9], batch_size=5)
+    d = maps_of(model, x, t, spec, draw_keys=[7, 8, 9], batch_size=5)
     assert _rel(d, a) > 1e-2  # other keys, other draws
 
 
@@ -259,17 +269,17 @@ def test_gradient_shap_draws_made_up_front_equal_the_per_map_draws(model, batch6
     # numbers must be exactly those of the per-map generator
     x, t = batch64
     spec = method_spec("gradient_shap", {"n_samples": 5})
-    made, predraw = [], engine._GS.predraw
+    made, predraw = [], expansions._GS.predraw
 
     def spy(self, keys, draws):
         predraw(self, keys, draws)
         made.append(self._pre is not None)
 
-    monkeypatch.setattr(engine._GS, "predraw", spy)
-    up_front = attribute(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
+    monkeypatch.setattr(expansions._GS, "predraw", spy)
+    up_front = maps_of(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
     assert made == [True]
-    monkeypatch.setattr(engine._GS, "predraw", lambda self, keys, draws: setattr(self, "_pre", None))
-    per_map = attribute(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
+    monkeypatch.setattr(expansions._GS, "predraw", lambda self, keys, draws: setattr(self, "_pre", None))
+    per_map = maps_of(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
     assert np.array_equal(up_front, per_map)
 
 
@@ -279,9 +289,9 @@ def test_nan_raises_naming_method_and_map(model, batch64):
     x = x.clone()
     x[1, 0, 5, 5] = float("nan")
     with pytest.raises(DiffxaiError, match=r"integrated_gradients.*map 1"):
-        attribute(model, x, t, method_spec("integrated_gradients", {"n_steps": 2}))
+        maps_of(model, x, t, method_spec("integrated_gradients", {"n_steps": 2}))
     with pytest.raises(DiffxaiError, match=r"occlusion.*map 1"):
-        attribute(model, x, t, method_spec("occlusion", {"window": [3, 32, 32], "stride": [3, 32, 32]}))
+        maps_of(model, x, t, method_spec("occlusion", {"window": [3, 32, 32], "stride": [3, 32, 32]}))
 
 
 def test_unknown_method_and_setting_give_one_line_errors():
@@ -314,7 +324,7 @@ def test_model_mode_is_eval_during_and_restored_after(model, batch64):
     h = model._bn0.register_forward_hook(lambda mod, i, o: seen.append(mod.training))
     model.train()
     try:
-        a = attribute(model, x[:1], t[:1], method_spec("integrated_gradients", {"n_steps": 2}))
+        a = maps_of(model, x[:1], t[:1], method_spec("integrated_gradients", {"n_steps": 2}))
     finally:
         h.remove()
     assert model.training and seen and not any(seen)
@@ -325,8 +335,8 @@ def test_model_mode_is_eval_during_and_restored_after(model, batch64):
 def test_bf16_is_close_to_fp32(model, batch64):
     x, t = batch64
     spec = method_spec("occlusion", {"window": [3, 16, 16], "stride": [3, 8, 8]})
-    a32 = attribute(model, x, t, spec)
-    a16 = attribute(model, x, t, spec, precision="bf16")
+    a32 = maps_of(model, x, t, spec)
+    a16 = maps_of(model, x, t, spec, precision="bf16")
     assert np.isfinite(a16).all() and _rel(a16, a32) < 0.3
 
 
@@ -335,7 +345,8 @@ def test_cuda_batch_size_counts_pytorch_cached_blocks_as_free(monkeypatch):
     monkeypatch.setattr(torch.cuda, "mem_get_info", lambda dev=None: (10e9, 140e9))
     monkeypatch.setattr(torch.cuda, "memory_reserved", lambda dev=None: 60e9)
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 10e9)
-    assert engine.default_batch_size("cuda", grad=True) == 128  # (10 + 50) GB / 2 / 219 MB -> 128
+    assert EngineOptions(device="cuda").default_batch_size(grad=True) == 128  # (10 + 50) GB / 2 / 219 MB -> 128
     monkeypatch.setattr(torch.cuda, "memory_allocated", lambda dev=None: 60e9)
-    assert engine.default_batch_size("cuda", grad=True) == 16  # only the driver's 10 GB
-    assert engine.default_batch_size("cpu", grad=True) == engine.CPU_BATCH_GRAD
+    assert EngineOptions(device="cuda").default_batch_size(grad=True) == 16  # only the driver's 10 GB
+    assert EngineOptions().default_batch_size(grad=True) == EngineOptions.cpu_batch_grad == 8
+    assert EngineOptions(cpu_batch_grad=3).default_batch_size(grad=True) == 3

@@ -1,0 +1,29 @@
+"""Batched attribution for Integrated Gradients, GradientSHAP and Occlusion, equal to per-map
+Captum calls up to float32 rounding.
+
+    from diffxai.attribution import EngineOptions, attribute, method_spec
+
+    spec = method_spec("integrated_gradients", {"n_steps": 20})
+    maps, stats = attribute(model, inputs, targets, spec, EngineOptions(device="cuda"),
+                            draw_keys=keys, on_result=write, progress=log)
+
+| module | one job |
+|---|---|
+| ``methods`` | ``MethodSpec`` per method, ``method_spec`` validation, Captum's Occlusion ``shift_counts`` |
+| ``options`` | ``EngineOptions`` (every tunable, frozen) and ``RunStats`` (what a call did) |
+| ``expansions`` | per method: the evaluations one map expands into and how their outputs combine |
+| ``runner`` | ``attribute``: batches, the one forward path, accumulation, OOM back-off, streaming |
+| ``prepare`` | the module the engine runs (eval, BN folding, channels_last, torch.compile), cached |
+| ``incremental`` | exact incremental Occlusion forwards for EfficientNet-Lite0 |
+
+Imports only go down this table's dependency order (methods, options -> expansions, prepare,
+incremental -> runner); nothing imports the runner back.
+"""
+from ..config import METHODS
+from .methods import MethodSpec, method_spec, shift_counts
+from .options import EngineOptions, RunStats
+from .prepare import fold_batchnorm, prepare_model
+from .runner import attribute
+
+__all__ = ["METHODS", "EngineOptions", "MethodSpec", "RunStats", "attribute", "fold_batchnorm", "method_spec",
+           "prepare_model", "shift_counts"]
