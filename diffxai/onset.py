@@ -17,12 +17,23 @@ Curves that cannot give an answer get NaN and a flag, never an exception:
 step >= threshold, or fitted midpoint before the first step), ``fit_failed``, ``never_crosses``
 (threshold never reached), ``too_few_points``, ``nan_dropped``. Informational flags keep the value:
 ``onset_before_first_step`` (extrapolated 21 % point), ``midpoint_after_last_step`` (the plateau is
-extrapolated), ``poor_fit`` (R^2 < 0.5). Per class also ``single_seed`` (CI NaN),
+extrapolated), ``poor_fit`` (R^2 < 0.5). Per class and per image also ``single_seed`` (CI NaN),
 ``ci_few_seeds`` (2-3 seeds: few distinct resamples), ``ci_partial``/``ci_unavailable`` (some/most
-resamples NaN). Flags are joined with ";"; "ok" when there are none.
+resamples NaN); per class with 2-3 images ``ci_few_images``; per image ``clean_wrong`` (the
+classifier's top-1 is not the class at the cleanest step for any seed). Flags are joined with ";";
+"ok" when there are none.
 
-Per class, point estimates come from the seed-mean curve; the 95 % CI is a percentile bootstrap over
-seeds (resample seeds with replacement, refit the mean curve), memoised on the multiset of seeds.
+Curves are (image, seed, step); a (seed, step) array is one image. Three tables
+(:func:`onset_tables`): per (image, seed) curve; per image, from the seed-mean curve of that image
+with a percentile bootstrap over its seeds; per class, from the mean curve over images and seeds
+with a hierarchical percentile bootstrap (draw images with replacement, then seeds with replacement
+within each drawn image, refit the mean curve). Fits of identical resamples are memoised. With one
+image the class bootstrap is the seed bootstrap of the one-image code, draw for draw and fit for
+fit (one ``detect_curve`` per distinct multiset of seeds), so its numbers are unchanged; with more
+images the resampled mean curves are fitted in one batch (:func:`detect_batch`, same model, bounds,
+grid start and NaN rules; a vectorised Levenberg-Marquardt replaces the per-curve ``curve_fit``).
+The method and its coverage on synthetic classes: :mod:`diffxai.onset_coverage`,
+bench/onset_coverage/coverage.md.
 """
 from __future__ import annotations
 
@@ -603,7 +614,11 @@ def onset_tables(curves: Mapping[str, Sequence],
 
     ``clean_wrong`` (per image): the classifier's top-1 is not the class at the cleanest step for any
     seed (from ``clean_correct``; without it, p_true < 0.5 there for every seed, which may also flag
-    an image that is top-1 with p < 0.5). Per class, ``n_clean_wrong`` counts such images.
+    an image that is top-1 with p < 0.5). ``clean_top1`` (per image) is the fraction of its seeds
+    that are right there (same fallback). Per class, ``n_clean_wrong`` counts clean_wrong images.
+
+    Columns: :data:`PER_CLASS_COLUMNS`, :data:`PER_IMAGE_COLUMNS` and :data:`PER_SEED_COLUMNS`;
+    ``image_file`` (per image and per seed, after ``image``) only when some class names its images.
     """
     key = _primary_key(primary)
     kw = dict(threshold=threshold, min_rise=min_rise, savgol_window=savgol_window,
