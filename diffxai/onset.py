@@ -90,20 +90,36 @@ def _logistic_ab(k, a, b, k0, s):
 # --------------------------------------------------------------------------------------------------
 # single-curve pieces
 # --------------------------------------------------------------------------------------------------
-def _grid_start(k: np.ndarray, p: np.ndarray, k0_lo, k0_hi, s_lo, s_hi):
-    """Coarse global search over (k0, s); L and U by linear least squares. Returns sorted starts."""
-    k0s = np.linspace(k0_lo, k0_hi, 49)
-    ss = np.geomspace(s_lo, s_hi, 14)
-    K0, S = np.meshgrid(k0s, ss, indexing="ij")
-    K0, S = K0.ravel()[:, None], S.ravel()[:, None]
-    z = 0.5 * (1.0 - np.tanh(-0.5 * S * (k[None, :] - K0)))  # (G, n)
-    # p ~ L (1 - z) + U z: 2x2 normal equations per grid point
-    a11 = np.sum((1 - z) ** 2, 1)
-    a12 = np.sum((1 - z) * z, 1)
-    a22 = np.sum(z**2, 1)
-    b1 = (1 - z) @ p
+_GRID_CACHE: dict[tuple, tuple] = {}  # the p-independent part of _grid_start, per step grid
+
+
+def _grid_basis(k: np.ndarray, k0_lo, k0_hi, s_lo, s_hi):
+    key = (k.tobytes(), float(k0_lo), float(k0_hi), float(s_lo), float(s_hi))
+    hit = _GRID_CACHE.get(key)
+    if hit is None:
+        k0s = np.linspace(k0_lo, k0_hi, 49)
+        ss = np.geomspace(s_lo, s_hi, 14)
+        K0, S = np.meshgrid(k0s, ss, indexing="ij")
+        K0, S = K0.ravel()[:, None], S.ravel()[:, None]
+        z = 0.5 * (1.0 - np.tanh(-0.5 * S * (k[None, :] - K0)))  # (G, n)
+        # p ~ L (1 - z) + U z: 2x2 normal equations per grid point
+        a11 = np.sum((1 - z) ** 2, 1)
+        a12 = np.sum((1 - z) * z, 1)
+        a22 = np.sum(z**2, 1)
+        det = a11 * a22 - a12**2
+        hit = (K0, S, z, 1 - z, a11, a12, a22, det)
+        if len(_GRID_CACHE) > 64:
+            _GRID_CACHE.clear()
+        _GRID_CACHE[key] = hit
+    return hit
+
+
+def _grid_start(k: np.ndarray, p: np.ndarray, k0_lo, k0_hi, s_lo, s_hi, top=None):
+    """Coarse global search over (k0, s); L and U by linear least squares. Returns the ``top``
+    (default all) starts, best first."""
+    K0, S, z, omz, a11, a12, a22, det = _grid_basis(k, k0_lo, k0_hi, s_lo, s_hi)
+    b1 = omz @ p
     b2 = z @ p
-    det = a11 * a22 - a12**2
     with np.errstate(divide="ignore", invalid="ignore"):
         L = np.where(det > 1e-12, (a22 * b1 - a12 * b2) / det, p.mean())
         U = np.where(det > 1e-12, (a11 * b2 - a12 * b1) / det, p.mean())
@@ -111,7 +127,7 @@ def _grid_start(k: np.ndarray, p: np.ndarray, k0_lo, k0_hi, s_lo, s_hi):
     bad = U < L
     L[bad] = U[bad] = p.mean()
     sse = np.sum((L[:, None] + (U - L)[:, None] * z - p[None, :]) ** 2, 1)
-    order = np.argsort(sse)
+    order = np.argsort(sse)[:top]
     return [(L[i], U[i], K0[i, 0], S[i, 0], sse[i]) for i in order]
 
 
@@ -131,7 +147,8 @@ def fit_logistic(k, p) -> dict[str, Any]:
         return out
     k0_lo, k0_hi = k.min() - 0.5 * span, k.max() + 0.5 * span
     s_lo, s_hi = 0.5 / span, 50.0 / dk
-    starts = _grid_start(k, p, k.min() - 0.25 * span, k.max() + 0.25 * span, 2.0 / span, 4.0 / dk)
+    starts = _grid_start(k, p, k.min() - 0.25 * span, k.max() + 0.25 * span, 2.0 / span, 4.0 / dk,
+                         top=3)
     lb = np.array([0.0, 0.0, k0_lo, s_lo])
     ub = np.array([1.0, 1.0, k0_hi, s_hi])
     best = None
