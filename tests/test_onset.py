@@ -388,6 +388,7 @@ def test_image_axis_tables():
     assert len(pc) == 1 and len(pi) == 6 and len(ps) == 18
     row = pc.iloc[0]
     assert row["n_images"] == 6 and row["n_seeds"] == 3 and row["n_clean_wrong"] == 1
+    assert row["flags"] == "ci_few_images"  # < 10 images: the class CI is known to under-cover
     assert row["onset_lo"] <= row["onset"] <= row["onset_hi"]
     assert ps.image.tolist() == [i for i in range(6) for _ in range(3)]
     assert ps.seed.tolist() == [5, 6, 7] * 6 and ps.image_file.tolist()[3] == "img1.JPEG"
@@ -429,6 +430,7 @@ def test_hierarchical_ci_widens_with_image_spread():
         p = _image_curves(K_SUB, 45.0, 0.3, 10, 4, sd, 0.5, 0.02, _rng(23))
         pc, _, _ = on.onset_tables({"c": (K_SUB, p, [0, 1, 2, 3])}, None, None, n_boot=299)
         widths[sd] = pc.iloc[0]["midpoint_hi"] - pc.iloc[0]["midpoint_lo"]
+        assert pc.iloc[0]["flags"] == "ok" and pc.iloc[0]["n_images"] == 10
     assert widths[6.0] > 3 * widths[0.5], widths
 
 
