@@ -226,7 +226,7 @@ def test_onset_tables_columns_and_values():
     }
     info = {c: _info(c, i) for i, c in enumerate(curves)}
     ab = _linear_ab()
-    pc, ps = on.onset_tables(curves, info, ab, n_boot=199)
+    pc, _, ps = on.onset_tables(curves, info, ab, n_boot=199)
     assert list(pc.columns) == on.PER_CLASS_COLUMNS
     assert list(ps.columns) == on.PER_SEED_COLUMNS
     assert len(pc) == 3 and len(ps) == 12
@@ -253,7 +253,7 @@ def test_onset_tables_columns_and_values():
 
 def test_single_seed_gives_nan_ci_not_crash():
     p = _curve(K_FULL, 0, 1, 57.0, 0.3)[None, :]
-    pc, ps = on.onset_tables({"persian": (K_FULL, p, [7])}, None, None)
+    pc, _, ps = on.onset_tables({"persian": (K_FULL, p, [7])}, None, None)
     row = pc.iloc[0]
     assert row["flags"] == "single_seed"
     assert row["midpoint"] == pytest.approx(57.0, abs=0.05)
@@ -267,7 +267,7 @@ def test_nan_seed_does_not_break_class():
     rng = _rng(5)
     p = _seed_curves(K_FULL, 59.0, 0.4, 0.0, 1.0, 3, 0.5, 0.02, rng)
     p[1] = np.nan
-    pc, ps = on.onset_tables({"siamese": (K_FULL, p, [0, 1, 2])}, None, _linear_ab(), n_boot=99)
+    pc, _, ps = on.onset_tables({"siamese": (K_FULL, p, [0, 1, 2])}, None, _linear_ab(), n_boot=99)
     assert abs(pc.iloc[0]["midpoint"] - 59) < 1.5
     assert "too_few_points" in ps.iloc[1]["flags"]
     # resamples made only of the NaN seed give NaN; the CI uses the rest and says so
@@ -286,9 +286,9 @@ def test_bootstrap_is_memoised_and_reproducible(monkeypatch):
     monkeypatch.setattr(on, "detect_curve", counting)
     p = _seed_curves(K_SUB, 45.0, 0.3, 0.0, 1.0, 4, 1.0, 0.02, _rng(2))
     curves = {"c": (K_SUB, p, [0, 1, 2, 3])}
-    a, _ = on.onset_tables(curves, None, None, n_boot=999, rng_seed=3)
+    a, _, _ = on.onset_tables(curves, None, None, n_boot=999, rng_seed=3)
     assert len(calls) <= 4 + 35  # per-seed fits + at most C(4+4-1, 4) = 35 distinct multisets
-    b, _ = on.onset_tables(curves, None, None, n_boot=999, rng_seed=3)
+    b, _, _ = on.onset_tables(curves, None, None, n_boot=999, rng_seed=3)
     pd.testing.assert_frame_equal(a, b)
 
 
@@ -299,7 +299,7 @@ def test_ci_covers_truth_for_noisy_seeds():
     for rep in range(n):
         rng = _rng(99, rep)
         p = _seed_curves(K_SUB, 48.0, 0.25, 0.02, 0.9, 4, 1.5, 0.03, rng)
-        pc, _ = on.onset_tables({"c": (K_SUB, p, [0, 1, 2, 3])}, None, None, n_boot=299,
+        pc, _, _ = on.onset_tables({"c": (K_SUB, p, [0, 1, 2, 3])}, None, None, n_boot=299,
                                 rng_seed=rep)
         row = pc.iloc[0]
         hits += row["midpoint_lo"] <= 48.0 <= row["midpoint_hi"]
@@ -309,7 +309,7 @@ def test_ci_covers_truth_for_noisy_seeds():
 @pytest.mark.parametrize("primary,col", [("steepest", "steepest"), ("threshold", "threshold_cross")])
 def test_primary_method_selects_onset(primary, col):
     p = _seed_curves(K_FULL, 40.0, 0.3, 0.0, 1.0, 3, 1.0, 0.02, _rng(4))
-    pc, ps = on.onset_tables({"c": (K_FULL, p, [0, 1, 2])}, None, _linear_ab(), primary=primary,
+    pc, _, ps = on.onset_tables({"c": (K_FULL, p, [0, 1, 2])}, None, _linear_ab(), primary=primary,
                              n_boot=99)
     row = pc.iloc[0]
     assert row["onset"] == row[col]
@@ -336,9 +336,153 @@ def test_curves_from_datasets():
     curves, info, ab2 = on.curves_from_datasets({"tiger": ds.transpose("step", "seed")})
     steps, pp, seeds = curves["tiger"]
     np.testing.assert_array_equal(steps, K_SUB)
-    np.testing.assert_allclose(pp, p)
+    np.testing.assert_allclose(pp[0], p)  # (image, seed, step): a store without `image` is 1 image
     assert list(seeds) == [10, 11]
     assert info["tiger"] == {"index": 292, "synset": "n02129604", "name": "tiger"}
     np.testing.assert_allclose(ab2, ab)
-    pc, _ = on.onset_tables(curves, info, ab2, n_boot=50)
+    pc, _, _ = on.onset_tables(curves, info, ab2, n_boot=50)
     assert pc.iloc[0]["synset"] == "n02129604"
+
+
+# --------------------------------------------------------------------------- image axis
+def _image_curves(k, k0, s, n_images, n_seeds, image_sd, seed_sd, noise, rng, L=0.02, U=0.9):
+    return np.stack([_seed_curves(k, k0 + rng.normal(0, image_sd), s, L, U, n_seeds, seed_sd, noise,
+                                  rng) for _ in range(n_images)])
+
+
+def test_one_image_numbers_are_unchanged():
+    # Golden values from the pre-image-axis onset_tables (commit e667414) on the same input: with one
+    # image, the hierarchical bootstrap is that seed bootstrap (same RNG draws, same memoised fits).
+    rng = np.random.default_rng([11, 1])
+    p = np.stack([np.clip(on.logistic(K_SUB, 0.02, 0.9, 45 + rng.normal(0, 1.5), 0.3)
+                          + rng.normal(0, 0.03, K_SUB.size), 0, 1) for _ in range(4)])
+    golden = {"onset": 40.82154325548363, "onset_lo": 39.68061137615898,
+              "onset_hi": 41.926295019072064, "midpoint_lo": 44.13176472220997,
+              "midpoint_hi": 45.930362989075995, "steepest_lo": 43.73328613014448,
+              "steepest_hi": 45.67931007743512, "threshold_cross_lo": 44.80328585793785,
+              "threshold_cross_hi": 46.300799104138946}
+    seeds = [41.82972935298585, 42.04350442186749, 40.03638482449222, 39.5539943983574]
+    for arr in (p, p[None]):  # (seed, step) and (1, seed, step) are the same one image
+        pc, pi, ps = on.onset_tables({"c": (K_SUB, arr, [0, 1, 2, 3])}, None, None, n_boot=199,
+                                     rng_seed=7)
+        row = pc.iloc[0]
+        for c, v in golden.items():
+            assert row[c] == v, c  # exact, not approx
+        assert ps.onset.tolist() == seeds and ps.image.tolist() == [0] * 4
+        assert row["n_images"] == 1 and row["n_seeds"] == 4 and row["flags"] == "ok"
+        # the one image's row is the class row
+        assert len(pi) == 1 and pi.iloc[0]["onset_lo"] == row["onset_lo"]
+        assert pi.iloc[0]["onset"] == row["onset"]
+
+
+def test_image_axis_tables():
+    rng = _rng(21)
+    p = _image_curves(K_SUB, 45.0, 0.3, 6, 3, 3.0, 1.0, 0.02, rng)
+    p[2, :, :] = np.clip(0.01 + rng.normal(0, 0.005, (3, K_SUB.size)), 0, 1)  # never rises, wrong clean
+    files = [f"img{i}.JPEG" for i in range(6)]
+    curves = {"tiger": (K_SUB, p, [5, 6, 7], {"image": np.arange(6), "image_file": files})}
+    pc, pi, ps = on.onset_tables(curves, None, _linear_ab(), n_boot=199)
+    assert list(pc.columns) == on.PER_CLASS_COLUMNS
+    assert list(pi.columns) == on.PER_IMAGE_COLUMNS
+    assert list(ps.columns) == on.PER_SEED_COLUMNS_FILES
+    assert len(pc) == 1 and len(pi) == 6 and len(ps) == 18
+    row = pc.iloc[0]
+    assert row["n_images"] == 6 and row["n_seeds"] == 3 and row["n_clean_wrong"] == 1
+    assert row["flags"] == "ci_few_images"  # < 10 images: the class CI is known to under-cover
+    assert row["onset_lo"] <= row["onset"] <= row["onset_hi"]
+    assert ps.image.tolist() == [i for i in range(6) for _ in range(3)]
+    assert ps.seed.tolist() == [5, 6, 7] * 6 and ps.image_file.tolist()[3] == "img1.JPEG"
+    assert pi.image_file.tolist() == files
+    bad = pi.set_index("image").loc[2]
+    assert bad["clean_wrong"] and "clean_wrong" in bad["flags"] and "never_rises" in bad["flags"]
+    assert bad["clean_top1"] == 0.0
+    good = pi.set_index("image").loc[0]
+    assert not good["clean_wrong"] and "ci_few_seeds" in good["flags"]
+    assert good["onset_lo"] <= good["onset"] <= good["onset_hi"]
+    # per-image point estimate = detect_curve on that image's seed-mean curve
+    assert good["onset"] == on.detect_curve(K_SUB, p[0].mean(0))["onset"]
+    # class point estimate = detect_curve on the mean over images and seeds
+    assert row["onset"] == on.detect_curve(K_SUB, p.reshape(18, -1).mean(0))["onset"]
+    # reproducible
+    pc2, pi2, _ = on.onset_tables(curves, None, _linear_ab(), n_boot=199)
+    pd.testing.assert_frame_equal(pc, pc2)
+    pd.testing.assert_frame_equal(pi, pi2)
+    # no image_file: the column is left out
+    _, pi3, ps3 = on.onset_tables({"tiger": (K_SUB, p, [5, 6, 7])}, None, None, n_boot=20)
+    assert "image_file" not in pi3.columns and list(ps3.columns) == on.PER_SEED_COLUMNS
+
+
+def test_clean_wrong_uses_top1_when_given():
+    rng = _rng(22)
+    p = _image_curves(K_SUB, 45.0, 0.3, 2, 2, 1.0, 1.0, 0.01, rng, U=0.45)  # p_clean < 0.5
+    _, pi, _ = on.onset_tables({"cat": (K_SUB, p, [0, 1])}, None, None, n_boot=20)
+    assert pi.clean_wrong.tolist() == [True, True]  # fallback: p_true < 0.5 at the clean end
+    correct = np.array([[True, False], [False, False]])
+    pc, pi, _ = on.onset_tables({"cat": (K_SUB, p, [0, 1], {"clean_correct": correct})}, None, None,
+                                n_boot=20)
+    assert pi.clean_top1.tolist() == [0.5, 0.0] and pi.clean_wrong.tolist() == [False, True]
+    assert pc.iloc[0]["n_clean_wrong"] == 1 and "ci_few_images" in pc.iloc[0]["flags"]
+
+
+def test_hierarchical_ci_widens_with_image_spread():
+    widths = {}
+    for sd in (0.5, 6.0):
+        p = _image_curves(K_SUB, 45.0, 0.3, 10, 4, sd, 0.5, 0.02, _rng(23))
+        pc, _, _ = on.onset_tables({"c": (K_SUB, p, [0, 1, 2, 3])}, None, None, n_boot=299)
+        widths[sd] = pc.iloc[0]["midpoint_hi"] - pc.iloc[0]["midpoint_lo"]
+        assert pc.iloc[0]["flags"] == "ok" and pc.iloc[0]["n_images"] == 10
+    assert widths[6.0] > 3 * widths[0.5], widths
+
+
+def test_hierarchical_draws():
+    rng = np.random.default_rng(0)
+    c = on.hierarchical_draws(rng, 500, 5, 3)
+    assert c.shape == (500, 15) and (c.sum(1) == 15).all()
+    # seeds are drawn within drawn images: per image block, the count is a multiple of 3
+    assert (c.reshape(500, 5, 3).sum(2) % 3 == 0).all()
+    # one seed per image: only images are resampled
+    c1 = on.hierarchical_draws(np.random.default_rng(0), 50, 4, 1)
+    assert c1.shape == (50, 4) and (c1.sum(1) == 4).all()
+
+
+def test_batched_fit_matches_single_fits():
+    rng = _rng(24)
+    P, truth = [], []
+    for _ in range(40):
+        L, U = rng.uniform(0, 0.05), rng.uniform(0.3, 1.0)
+        k0, s = rng.uniform(25, 75), rng.uniform(0.1, 0.6)
+        P.append(_curve(K_FULL, L, U, k0, s, rng.uniform(0.005, 0.05), rng))
+    P = np.array(P)
+    P[0] = 0.02  # never rises
+    P[1] = 0.8   # high from start
+    P[2, 5] = np.nan  # goes through detect_curve
+    b = on.detect_batch(K_FULL, P)
+    for i, p in enumerate(P):
+        r = on.detect_curve(K_FULL, p)
+        for key in ("onset", "midpoint", "steepest", "threshold_cross"):
+            if np.isnan(r[key]):
+                assert np.isnan(b[key][i]), (i, key)
+            else:
+                assert b[key][i] == pytest.approx(r[key], abs=0.01), (i, key)
+
+
+def test_curves_from_datasets_with_image_axis():
+    xr = pytest.importorskip("xarray")
+    p = _image_curves(K_SUB, 40.0, 0.3, 3, 2, 1.0, 0.5, 0.01, _rng(25))
+    pred = np.full(p.shape, 7, dtype=np.int16)
+    pred[1, :, -1] = 292
+    pred[2, 0, -1] = 292
+    ds = xr.Dataset({"p_true": (("image", "seed", "step"), p),
+                     "pred": (("image", "seed", "step"), pred)},
+                    coords={"image": [0, 1, 2], "seed": [0, 1], "step": K_SUB,
+                            "image_file": ("image", ["a.jpg", "b.jpg", "c.jpg"])},
+                    attrs={"class_index": 292, "synset": "n02129604", "class_name": "tiger"})
+    curves, info, ab = on.curves_from_datasets({"tiger": ds.transpose("step", "seed", "image")})
+    steps, pp, seeds, extras = curves["tiger"]
+    np.testing.assert_allclose(pp, p)
+    assert list(extras["image_file"]) == ["a.jpg", "b.jpg", "c.jpg"]
+    np.testing.assert_array_equal(extras["clean_correct"], [[False, False], [True, True], [True, False]])
+    assert ab is None
+    pc, pi, ps = on.onset_tables(curves, info, ab, n_boot=20)
+    assert pi.clean_wrong.tolist() == [True, False, False] and pc.iloc[0]["n_clean_wrong"] == 1
+    assert ps.image_file.tolist() == ["a.jpg"] * 2 + ["b.jpg"] * 2 + ["c.jpg"] * 2
