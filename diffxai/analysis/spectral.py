@@ -49,7 +49,7 @@ def radial_spectrum(maps, n_bins: int | None = None, chunk: int = 256) -> tuple[
 
     ``chunk`` maps at a time go through the FFT (memory stays small on any leading shape).
     """
-    a = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.asarray(maps))
+    a = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.array(maps, copy=None, order="C"))
     h, w = a.shape[-2:]
     n_bins = int(n_bins or min(h, w) // 2)
     idx, wgt, centres = _ring_index(h, w, n_bins)
