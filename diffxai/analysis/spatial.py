@@ -17,6 +17,8 @@ sum(r roll(m, -d))``), so the null is one matrix product with the stack of shift
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 
@@ -83,13 +85,17 @@ def shifted_masks(masks, shifts: np.ndarray) -> torch.Tensor:
 
 def shift_null(maps, masks, part: str = "abs", n_shifts: int = 8, seed: int = 0,
                min_shift: float = 0.25) -> np.ndarray:
-    """Mean enrichment over ``n_shifts`` circular shifts of the map (..., H, W) -> (..., K)."""
+    """Mean enrichment over ``n_shifts`` (>= 1) circular shifts of the map (..., H, W) -> (..., K)."""
+    if n_shifts < 1:
+        raise DiffxaiError(f"enrichment.n_shifts must be >= 1, got {n_shifts}")
     m = _as_tensor(masks)
     m = m[None] if m.ndim == 2 else m
     k = m.shape[0]
     sh = shifted_masks(m, draw_shifts(tuple(m.shape[-2:]), n_shifts, seed, min_shift))
     e = enrichment(maps, sh.reshape(-1, *m.shape[-2:]), part)     # (..., S*K)
-    return np.nanmean(e.reshape(*e.shape[:-1], n_shifts, k), axis=-2) if n_shifts else e
+    with warnings.catch_warnings():                                 # all-NaN rows: maps without relevance
+        warnings.simplefilter("ignore", RuntimeWarning)
+        return np.nanmean(e.reshape(*e.shape[:-1], n_shifts, k), axis=-2)
 
 
 def enrichment_with_null(maps, masks, parts=PARTS, n_shifts: int = 8, seed: int = 0,
