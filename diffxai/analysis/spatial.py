@@ -40,27 +40,37 @@ def _as_tensor(a) -> torch.Tensor:
     return a if isinstance(a, torch.Tensor) else torch.as_tensor(np.asarray(a))
 
 
+def _prepare(maps, masks):
+    a = _as_tensor(maps).float()
+    m = _as_tensor(masks).to(torch.float32)
+    m = m[None] if m.ndim == 2 else m
+    if a.shape[-2:] != m.shape[-2:]:
+        raise DiffxaiError(f"map shape {tuple(a.shape[-2:])} != mask shape {tuple(m.shape[-2:])}")
+    return a, m
+
+
+def _enrichment_flat(r: torch.Tensor, m: torch.Tensor) -> np.ndarray:
+    """r (M, P) relevance, m (K, P) float masks -> (M, K) enrichment (NaN where sum r = 0).
+
+    float32 products, float64 ratios: a share's relative rounding error stays ~1e-6."""
+    inside = (r @ m.T).double()
+    total = r.double().sum(1, keepdim=True)
+    area = m.double().mean(1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        e = (inside / total / area).numpy()
+    e[np.broadcast_to(total.numpy() == 0, e.shape)] = np.nan
+    return e
+
+
 def enrichment(maps, masks, part: str = "abs") -> np.ndarray:
     """Enrichment of ``maps`` (..., H, W) in each of ``masks`` (K, H, W) -> (..., K) float64.
 
     The masks are shared by all maps of the call (the stage calls once per image).
     """
-    a = _as_tensor(maps).float()
-    m = _as_tensor(masks).to(torch.float32)
-    if m.ndim == 2:
-        m = m[None]
-    if a.shape[-2:] != m.shape[-2:]:
-        raise DiffxaiError(f"map shape {tuple(a.shape[-2:])} != mask shape {tuple(m.shape[-2:])}")
-    lead = a.shape[:-2]
-    r = relevance(a, part).reshape(-1, a.shape[-2] * a.shape[-1]).double()
-    mm = m.reshape(m.shape[0], -1).double()
-    inside = r @ mm.T                               # (M, K)
-    total = r.sum(1, keepdim=True)
-    area = mm.mean(1)                               # (K,)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        e = (inside / total / area).numpy()
-    e[np.broadcast_to(total.numpy() == 0, e.shape)] = np.nan
-    return e.reshape(*lead, m.shape[0])
+    a, m = _prepare(maps, masks)
+    r = relevance(a, part).reshape(-1, a.shape[-2] * a.shape[-1])
+    e = _enrichment_flat(r, m.reshape(m.shape[0], -1))
+    return e.reshape(*a.shape[:-2], m.shape[0])
 
 
 def draw_shifts(shape: tuple[int, int], n_shifts: int, seed: int = 0,
@@ -86,23 +96,24 @@ def shifted_masks(masks, shifts: np.ndarray) -> torch.Tensor:
 def shift_null(maps, masks, part: str = "abs", n_shifts: int = 8, seed: int = 0,
                min_shift: float = 0.25) -> np.ndarray:
     """Mean enrichment over ``n_shifts`` (>= 1) circular shifts of the map (..., H, W) -> (..., K)."""
-    if n_shifts < 1:
-        raise DiffxaiError(f"enrichment.n_shifts must be >= 1, got {n_shifts}")
-    m = _as_tensor(masks)
-    m = m[None] if m.ndim == 2 else m
-    k = m.shape[0]
-    sh = shifted_masks(m, draw_shifts(tuple(m.shape[-2:]), n_shifts, seed, min_shift))
-    e = enrichment(maps, sh.reshape(-1, *m.shape[-2:]), part)     # (..., S*K)
-    with warnings.catch_warnings():                                 # all-NaN rows: maps without relevance
-        warnings.simplefilter("ignore", RuntimeWarning)
-        return np.nanmean(e.reshape(*e.shape[:-1], n_shifts, k), axis=-2)
+    return enrichment_with_null(maps, masks, (part,), n_shifts, seed, min_shift)[f"{part}_null"]
 
 
 def enrichment_with_null(maps, masks, parts=PARTS, n_shifts: int = 8, seed: int = 0,
                          min_shift: float = 0.25) -> dict[str, np.ndarray]:
-    """``{f"{part}": E, f"{part}_null": E0}`` for each part, each (..., K)."""
+    """``{part: E, f"{part}_null": E0}`` for each part, each (..., K): one matrix product per part
+    against the masks and their ``n_shifts`` shifted copies."""
+    if n_shifts < 1:
+        raise DiffxaiError(f"enrichment.n_shifts must be >= 1, got {n_shifts}")
+    a, m = _prepare(maps, masks)
+    k, lead = m.shape[0], a.shape[:-2]
+    sh = shifted_masks(m, draw_shifts(tuple(m.shape[-2:]), n_shifts, seed, min_shift))
+    allm = torch.cat([m[None], sh], 0).reshape((1 + n_shifts) * k, -1)
     out = {}
     for part in parts:
-        out[part] = enrichment(maps, masks, part)
-        out[f"{part}_null"] = shift_null(maps, masks, part, n_shifts, seed, min_shift)
+        e = _enrichment_flat(relevance(a, part).reshape(-1, allm.shape[1]), allm).reshape(-1, 1 + n_shifts, k)
+        out[part] = e[:, 0].reshape(*lead, k)
+        with warnings.catch_warnings():                   # all-NaN rows: maps without relevance
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[f"{part}_null"] = np.nanmean(e[:, 1:], axis=1).reshape(*lead, k)
     return out

@@ -53,16 +53,17 @@ def radial_spectrum(maps, n_bins: int | None = None, chunk: int = 256) -> tuple[
     h, w = a.shape[-2:]
     n_bins = int(n_bins or min(h, w) // 2)
     idx, wgt, centres = _ring_index(h, w, n_bins)
-    keep = idx >= 0
-    bins, wk = idx[keep], wgt[keep].double()
-    counts = torch.zeros(n_bins, dtype=torch.float64).index_add_(0, bins, wk)
+    bins = torch.where(idx >= 0, idx, n_bins)          # DC and corners go to a dropped extra bin
+    wk = wgt.float()
+    counts = torch.zeros(n_bins + 1, dtype=torch.float64).index_add_(0, bins, wgt.double())[:n_bins]
     flat = a.reshape(-1, h, w).float()
     E = torch.empty(flat.shape[0], n_bins, dtype=torch.float64)
     for s in range(0, flat.shape[0], chunk):
         x = flat[s:s + chunk]
         x = x - x.mean((-2, -1), keepdim=True)
-        p = torch.fft.rfft2(x).abs().square().reshape(x.shape[0], -1)[:, keep].double() * wk
-        E[s:s + chunk] = torch.zeros(x.shape[0], n_bins, dtype=torch.float64).index_add_(1, bins, p)
+        f = torch.fft.rfft2(x)
+        p = (f.real.square() + f.imag.square()).reshape(x.shape[0], -1) * wk
+        E[s:s + chunk] = torch.zeros(x.shape[0], n_bins + 1).index_add_(1, bins, p)[:, :n_bins].double()
     P = E / counts
     lead = a.shape[:-2]
     return P.numpy().reshape(*lead, n_bins), E.numpy().reshape(*lead, n_bins), centres

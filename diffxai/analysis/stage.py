@@ -226,15 +226,45 @@ def _step_coords(ds: xr.Dataset) -> dict:
     return {k: ds.coords[k] for k in ("step", "t", "alpha_bar", "log_snr", "sigma") if k in ds.coords}
 
 
+def _take(obj, dim: str, values) -> xr.DataArray | xr.Dataset:
+    """``obj.sel({dim: values})`` without xarray's slow orthogonal copy when the labels are a run."""
+    if dim not in obj.indexes:
+        return obj
+    pos = obj.indexes[dim].get_indexer(np.asarray(values))
+    if (pos < 0).any():
+        raise DiffxaiError(f"analysis: {dim} values {list(np.asarray(values)[pos < 0])} missing from the store")
+    if len(pos) and np.array_equal(pos, np.arange(pos[0], pos[0] + len(pos))):
+        return obj.isel({dim: slice(int(pos[0]), int(pos[0]) + len(pos))})
+    return obj.isel({dim: pos})
+
+
+def noised_inputs(noised: xr.Dataset, like: xr.DataArray) -> np.ndarray:
+    """The noised inputs (image, seed, step, C, H, W) float32 at the labels of ``like``'s dims."""
+    x = noised["x"]
+    for d in ("image", "seed", "step"):
+        if d in like.coords:
+            x = _take(x, d, like[d].values)
+    return np.ascontiguousarray(x.transpose("image", "seed", "step", "channel", "y", "x").values, dtype=np.float32)
+
+
+def input_spectra(noised: xr.Dataset, like: xr.DataArray, settings: Mapping | None = None) -> dict:
+    """Spectral metrics of the channel-summed noised input itself (``_input``): what IG's x factor
+    can imprint; shared by all methods."""
+    s = merged_settings(settings)
+    return spectral_block(torch.as_tensor(noised_inputs(noised, like).sum(3)), s, "_input")
+
+
 def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.ndarray, model: nn.Module | None,
                    settings: Mapping | None = None, *, attribute_fn: AttributeFn | None = None,
-                   gradient_fn: AttributeFn | None = None, masks: Mapping[str, np.ndarray] | None = None) -> xr.Dataset:
+                   gradient_fn: AttributeFn | None = None, masks: Mapping[str, np.ndarray] | None = None,
+                   include_input: bool = True) -> xr.Dataset:
     """All per-method metrics of one class (see the module docstring); dims (image, seed, step, ...).
 
     ``clean_rgb`` holds every image of the class in image order; ``masks`` ({name: (N_images, H,
     W)} over the same images) default to :func:`masks.class_masks`. ``model=None`` skips
     faithfulness; ``attribute_fn=None`` skips randomization and the noise-only control;
-    ``gradient_fn=None`` skips the gradient-only control.
+    ``gradient_fn=None`` skips the gradient-only control; ``include_input=False`` leaves out the
+    input's own spectra (:func:`analyze_class` adds them once for all methods).
     """
     s = merged_settings(settings)
     images = attributions["image"].values
@@ -243,32 +273,33 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
         masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], s["masks"].get("folder"))
     masks = {k: np.asarray(v)[images] for k, v in masks.items()}
     a = attributions["attribution"].transpose("image", "seed", "step", "y", "x")
-    maps = torch.as_tensor(a.values.astype(np.float32))
-    xda = noised["x"].sel(image=images, step=a["step"].values)
-    if "seed" in a.coords and "seed" in xda.coords:
-        xda = xda.sel(seed=a["seed"].values)
-    x = np.ascontiguousarray(xda.transpose("image", "seed", "step", "channel", "y", "x").values, dtype=np.float32)
+    maps = torch.as_tensor(np.asarray(a.values, dtype=np.float32))
     targets = _targets(attributions, noised)
     sel = subset_mask(tuple(maps.shape[:3]), a["step"].values, s["subset"])
+    wants = {"faith": model is not None and s["faithfulness"]["enabled"],
+             "rand": model is not None and attribute_fn is not None and s["randomization"]["enabled"],
+             "ctrl": (attribute_fn is not None and s["controls"]["noise_only"])
+             or (gradient_fn is not None and s["controls"]["gradient_only"])}
+    x = noised_inputs(noised, a) if include_input or (sel.any() and any(wants.values())) else None
 
-    data = {}
+    data, coords = {}, {}
     data.update(enrichment_block(maps, masks, s))
     data.update(spectral_block(maps, s))
-    x_sum = torch.as_tensor(x.sum(3))
-    data.update(spectral_block(x_sum, s, "_input"))
-    coords = {}
-    alpha_bar = np.asarray(noised["alpha_bar"].sel(step=a["step"].values).values, dtype=np.float64)
-    data.update(control_block(model, x, x0_from_rgb(rgb), alpha_bar, targets, sel, s, attribute_fn, gradient_fn))
-    if model is not None and s["faithfulness"]["enabled"]:
+    if include_input:
+        data.update(spectral_block(torch.as_tensor(x.sum(3)), s, "_input"))
+    if wants["ctrl"]:
+        alpha_bar = np.asarray(_take(noised["alpha_bar"], "step", a["step"].values).values, dtype=np.float64)
+        data.update(control_block(model, x, x0_from_rgb(rgb), alpha_bar, targets, sel, s, attribute_fn, gradient_fn))
+    if wants["faith"]:
         v, c = faithfulness_block(model, x, maps, targets, sel, s)
         data.update(v)
         coords.update(c)
-    if model is not None and attribute_fn is not None and s["randomization"]["enabled"] and sel.any():
+    if wants["rand"] and sel.any():
         v, c = randomization_block(model, x, maps, targets, sel, s, attribute_fn)
         data.update(v)
         coords.update(c)
     data["in_subset"] = (("image", "seed", "step"), sel)
-    coords.update(_step_coords(noised.sel(step=a["step"].values)))
+    coords.update(_step_coords(_take(noised, "step", a["step"].values)))
     coords.update(image=images, seed=a["seed"].values if "seed" in a.coords else np.arange(maps.shape[1]),
                   mask=list(masks), part=list(s["enrichment"]["parts"]))
     ds = xr.Dataset(data, coords=coords)
@@ -286,8 +317,9 @@ def analyze_agreement(attributions: Mapping[str, xr.Dataset], settings: Mapping 
                                                  .values.astype(np.float32)), g)
               for m, ds in attributions.items()}
     methods = sorted(pooled)
+    prep = {m: AG.prepare(pooled[m], tf) for m in methods}   # ranks and top-k sets once per map
     data = {}
-    seed_ag = [AG.seed_agreement(pooled[m], 1, tf) for m in methods]
+    seed_ag = [AG.seed_agreement(None, 1, tf, prepared=prep[m]) for m in methods]
     for key in ("spearman", "overlap"):
         data[f"seed_{key}"] = (("xai_method", "image", "step"), np.stack([r[key] for r in seed_ag]))
     first = attributions[methods[0]]
@@ -295,8 +327,8 @@ def analyze_agreement(attributions: Mapping[str, xr.Dataset], settings: Mapping 
     if "seed" in first.coords:
         coords["seed"] = first["seed"].values
     if len(methods) > 1:
-        ma = AG.method_agreement(pooled, tf)
-        cs = AG.cross_seed_method_agreement(pooled, 1, tf)
+        ma = AG.method_agreement(pooled, tf, prepared=prep)
+        cs = AG.cross_seed_method_agreement(pooled, 1, tf, prepared=prep)
         pairs = list(ma)
         for key in ("spearman", "overlap"):
             data[f"method_{key}"] = (("pair", "image", "seed", "step"), np.stack([ma[p][key] for p in pairs]))
@@ -325,18 +357,22 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
     for m in sorted(attributions):
         fn = attribute_fn.get(m) if isinstance(attribute_fn, Mapping) else attribute_fn
         per.append(analyze_method(noised, attributions[m], clean_rgb, model, s, attribute_fn=fn,
-                                  gradient_fn=gradient_fn, masks=masks).expand_dims(xai_method=[m]))
+                                  gradient_fn=gradient_fn, masks=masks, include_input=False)
+                   .expand_dims(xai_method=[m]))
     ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
                    join="outer", combine_attrs="drop_conflicts")
+    first = attributions[sorted(attributions)[0]]["attribution"]
+    for k, v in input_spectra(noised, first, s).items():
+        ds[k] = v
     ag = analyze_agreement(attributions, s)
     ds = ds.assign({k: ag[k].variable for k in ag.data_vars})
     if "pair" in ag.coords:
         ds = ds.assign_coords(pair=ag["pair"].values)
     ds.attrs.update(ag.attrs)
     if probs is not None and "p_true" in probs:
-        p = probs["p_true"].sel(image=ds["image"].values, step=ds["step"].values)
-        if "seed" in p.coords and "seed" in ds.coords:
-            p = p.sel(seed=ds["seed"].values)
+        p = probs["p_true"]
+        for d in ("image", "seed", "step"):
+            p = _take(p, d, ds[d].values)
         ds["p_true"] = (("image", "seed", "step"), p.transpose("image", "seed", "step").values)
     ds.attrs.update(mask_names=",".join(masks), settings=repr(s))
     return ds
