@@ -127,3 +127,18 @@ def test_user_face_and_stripes_masks_give_the_difference(tiny_class, tmp_path):
 def test_subset_mask_explicit_steps():
     m = ST.subset_mask((2, 3, 5), np.array([0, 10, 20, 30, 40]), {"images": 2, "seeds": 1, "steps": [10, 40]})
     assert m.sum() == 4 and m[:, 0][:, [1, 4]].all()
+
+
+def test_summarize_class_gives_tables_and_verdicts(tiny_class):
+    noised, probs, attrs, rgb, model, _ = tiny_class
+    s = dict(SETTINGS, randomization={"enabled": False}, aligned={"n_boot": 50, "before": 10, "around": 5, "after": 10})
+    ds = ST.analyze_class(noised, probs, attrs, rgb, model, s)
+    onset_row = {"onset": 25.0, "threshold_cross": 45.0, "threshold_cross_lo": 42.0, "threshold_cross_hi": 55.0}
+    table, verdicts = ST.summarize_class(ds, onset_row, "n02123394", s)
+    assert set(table["xai_method"]) == {"integrated_gradients", "occlusion"}
+    assert {"enrichment[mask=outline,part=abs]", "deletion_auc[order=attribution]",
+            "method_spearman[pair=integrated_gradients~occlusion]"} <= set(table["metric"])
+    v = verdicts.set_index(["xai_method", "claim"])["verdict"]
+    assert v[("occlusion", "faces at the rise")] == "undecided (no face mask)"
+    assert v[("occlusion", "proper classification from 40-60")] == "supported"
+    assert (verdicts["rule"].str.len() > 20).all()

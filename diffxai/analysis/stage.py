@@ -22,6 +22,7 @@ import copy
 from typing import Callable, Mapping
 
 import numpy as np
+import pandas as pd
 import torch
 import xarray as xr
 from torch import nn
@@ -46,6 +47,9 @@ DEFAULTS: dict = {
     "faithfulness": {"enabled": True, "fractions": [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                      "baseline": 0.0, "n_random": 3, "seed": 0, "batch_size": 64, "output": "softmax"},
     "randomization": {"enabled": True, "groups": None, "seed": 42, "threshold": 0.5},
+    "aligned": {"n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10},
+    "verdicts": {"proper_window": [40, 60], "claim_classes": {
+        "faces at the rise": ["n02123394", "n02123597", "n02124075"], "stripes then face": ["n02129604"]}},
 }
 
 
@@ -376,3 +380,44 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
         ds["p_true"] = (("image", "seed", "step"), p.transpose("image", "seed", "step").values)
     ds.attrs.update(mask_names=",".join(masks), settings=repr(s))
     return ds
+
+
+SUMMARY_VARIABLES = (
+    "enrichment", "enrichment_null", "stripes_minus_face",
+    "spectral_centroid", "low_freq_share", "spectral_centroid_input", "low_freq_share_input",
+    "spectral_centroid_noise_only", "low_freq_share_noise_only",
+    "spectral_centroid_gradient_only", "low_freq_share_gradient_only",
+    "deletion_auc", "insertion_auc", "randomization_spearman", "randomization_ssim",
+    "method_spearman", "method_overlap", "p_true",
+)
+
+
+def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, settings: Mapping | None = None,
+                    variables=SUMMARY_VARIABLES):
+    """Phase table and verdicts of one class from :func:`analyze_class`'s Dataset.
+
+    ``onset_row``: the class's row of ``results/onset.csv`` (its ``onset`` column is the step the
+    phases are centred on; ``threshold_cross*`` feed the 40-60 verdict). Returns
+    ``(table, verdicts)`` DataFrames with an ``xai_method`` column; the phase table has one row
+    per (method, metric[dims]).
+    """
+    from . import aligned as AL
+    from . import verdicts as VE
+
+    s = merged_settings(settings)
+    a = s["aligned"]
+    onset = float(onset_row["onset"]) if onset_row is not None else np.nan
+    tables, verdicts = [], []
+    masks = set(np.asarray(ds["mask"].values).tolist()) if "mask" in ds.coords else set()
+    for m in ds["xai_method"].values:
+        sub = ds.sel({"xai_method": m})
+        names = [v for v in variables if v in sub]
+        t = AL.phase_table(sub, onset, names, n_boot=int(a["n_boot"]), level=float(a["level"]),
+                           seed=int(a["seed"]), before=a["before"], around=a["around"], after=a["after"])
+        t.insert(0, "xai_method", str(m))
+        tables.append(t)
+        for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(s["verdicts"]["proper_window"]),
+                                   claim_classes=s["verdicts"]["claim_classes"]):
+            verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
+    table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
+    return table, pd.DataFrame(verdicts)
