@@ -79,9 +79,15 @@ def test_analyze_class_layout_and_subset(tiny_class):
     assert auc.dims == ("image", "seed", "step", "order")
     assert np.isfinite(auc.values[sub]).all() and np.isnan(auc.values[~sub]).all()
     assert list(ds["order"].values) == ["attribution", "random0", "random1", "input_abs"]
-    rs = ds["randomization_spearman"].sel(xai_method="integrated_gradients").values[sub]
-    np.testing.assert_allclose(rs[:, 0], 1.0, atol=1e-6)              # depth 'original' of a deterministic method
-    assert np.isfinite(ds["spectral_centroid_gradient_only"].sel(xai_method="occlusion").values[sub]).all()
+    rsub = ds["in_randomization_subset"].isel(xai_method=0).values
+    assert list(np.flatnonzero(rsub[0, 0])) == [0, 5]                  # its own subset: every 50th + last
+    rs = ds["randomization_spearman"].sel(xai_method="integrated_gradients").values
+    np.testing.assert_allclose(rs[rsub][:, 0], 1.0, atol=1e-6)        # depth 'original' of a deterministic method
+    assert np.isnan(rs[~rsub]).all()
+    # the gradient-only control does not depend on the method: one class-level variable
+    assert ds["spectral_centroid_gradient_only"].dims == ("image", "seed", "step")
+    assert np.isfinite(ds["spectral_centroid_gradient_only"].values[sub]).all()
+    assert np.isnan(ds["spectral_centroid_gradient_only"].values[~sub]).all()
     assert ds["method_spearman"].dims == ("pair", "image", "seed", "step")
     assert list(ds["pair"].values) == ["integrated_gradients~occlusion"]
     assert ds["seed_spearman"].dims == ("xai_method", "image", "step")

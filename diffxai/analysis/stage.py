@@ -46,7 +46,8 @@ DEFAULTS: dict = {
     "controls": {"noise_only": True, "gradient_only": True},
     "faithfulness": {"enabled": True, "fractions": [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                      "baseline": 0.0, "n_random": 3, "seed": 0, "batch_size": 64, "output": "softmax"},
-    "randomization": {"enabled": True, "groups": None, "seed": 42, "threshold": 0.5},
+    "randomization": {"enabled": True, "groups": None, "seed": 42, "threshold": 0.5,
+                      "subset": {"steps_every": 50}},
     "aligned": {"n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10},
     "verdicts": {"proper_window": [40, 60], "claim_classes": {
         "faces at the rise": ["n02123394", "n02123597", "n02124075"], "stripes then face": ["n02129604"]}},
@@ -97,8 +98,10 @@ def subset_mask(shape: tuple[int, int, int], steps: np.ndarray, subset: Mapping)
 def _targets(attr: xr.Dataset, noised: xr.Dataset) -> np.ndarray:
     """Target class per (image, seed, step): the store's ``target`` or the class index attr."""
     shape = tuple(attr.sizes[d] for d in ("image", "seed", "step"))
-    if "target" in attr:
-        return np.broadcast_to(attr["target"].transpose("image", "seed", "step").values, shape).astype(np.int64)
+    if "target" in attr:  # (image, seed, step) or the one-image (seed, step) layout
+        like = attr["attribution"].isel(y=0, x=0, drop=True)
+        t = attr["target"].broadcast_like(like).transpose("image", "seed", "step")
+        return np.asarray(t.values, dtype=np.int64).reshape(shape)
     idx = attr.attrs.get("class_index", noised.attrs.get("class_index"))
     if idx is None:
         raise DiffxaiError("analysis: no 'target' variable and no 'class_index' attribute to take targets from")
@@ -154,7 +157,6 @@ def control_block(model, x: np.ndarray, x0: torch.Tensor, alpha_bar: np.ndarray,
     (``x_t - sqrt(ab) x0 = sqrt(1 - ab) eps``) and gradient-only IG on ``x_t``."""
     out = {}
     shape = sel.shape
-    i_idx, _, k_idx = np.unravel_index(np.flatnonzero(sel), shape)
     runs = []
     if s["controls"]["noise_only"] and attribute_fn is not None:
         def noise_inputs(flat):
@@ -280,11 +282,13 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     maps = torch.as_tensor(np.asarray(a.values, dtype=np.float32))
     targets = _targets(attributions, noised)
     sel = subset_mask(tuple(maps.shape[:3]), a["step"].values, s["subset"])
+    sel_rand = subset_mask(tuple(maps.shape[:3]), a["step"].values,
+                           {**s["subset"], **(s["randomization"].get("subset") or {})})
     wants = {"faith": model is not None and s["faithfulness"]["enabled"],
              "rand": model is not None and attribute_fn is not None and s["randomization"]["enabled"],
              "ctrl": (attribute_fn is not None and s["controls"]["noise_only"])
              or (gradient_fn is not None and s["controls"]["gradient_only"])}
-    x = noised_inputs(noised, a) if include_input or (sel.any() and any(wants.values())) else None
+    x = noised_inputs(noised, a) if include_input or ((sel | sel_rand).any() and any(wants.values())) else None
 
     data, coords = {}, {}
     data.update(enrichment_block(maps, masks, s))
@@ -298,11 +302,12 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
         v, c = faithfulness_block(model, x, maps, targets, sel, s)
         data.update(v)
         coords.update(c)
-    if wants["rand"] and sel.any():
-        v, c = randomization_block(model, x, maps, targets, sel, s, attribute_fn)
+    if wants["rand"] and sel_rand.any():
+        v, c = randomization_block(model, x, maps, targets, sel_rand, s, attribute_fn)
         data.update(v)
         coords.update(c)
     data["in_subset"] = (("image", "seed", "step"), sel)
+    data["in_randomization_subset"] = (("image", "seed", "step"), sel_rand)
     coords.update(_step_coords(_take(noised, "step", a["step"].values)))
     coords.update(image=images, seed=a["seed"].values if "seed" in a.coords else np.arange(maps.shape[1]),
                   mask=list(masks), part=list(s["enrichment"]["parts"]))
@@ -351,8 +356,9 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
                   masks: Mapping[str, np.ndarray] | None = None) -> xr.Dataset:
     """One class: every method's metrics stacked along ``xai_method``, agreement, and ``p_true``.
 
-    ``attribute_fn``: one function for every method or ``{method: fn}``; ``gradient_fn`` (gradient
-    -only IG) is shared. Masks are computed once (or taken from ``masks``) for all methods.
+    ``attribute_fn``: one function for every method or ``{method: fn}`` (a method without one skips
+    randomization and its noise-only control); ``gradient_fn`` (gradient-only IG) does not depend
+    on the method, so its control is computed once, as are the masks and the input's own spectra.
     """
     s = merged_settings(settings)
     if masks is None:
@@ -361,13 +367,20 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
     for m in sorted(attributions):
         fn = attribute_fn.get(m) if isinstance(attribute_fn, Mapping) else attribute_fn
         per.append(analyze_method(noised, attributions[m], clean_rgb, model, s, attribute_fn=fn,
-                                  gradient_fn=gradient_fn, masks=masks, include_input=False)
+                                  gradient_fn=None, masks=masks, include_input=False)
                    .expand_dims(xai_method=[m]))
     ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
                    join="outer", combine_attrs="drop_conflicts")
-    first = attributions[sorted(attributions)[0]]["attribution"]
+    first_ds = attributions[sorted(attributions)[0]]
+    first = first_ds["attribution"].transpose("image", "seed", "step", "y", "x")
     for k, v in input_spectra(noised, first, s).items():
         ds[k] = v
+    if gradient_fn is not None and s["controls"]["gradient_only"]:   # method-independent: once
+        sel = subset_mask(tuple(first.shape[:3]), first["step"].values, s["subset"])
+        if sel.any():
+            for k, v in control_block(model, noised_inputs(noised, first), None, None, _targets(first_ds, noised),
+                                      sel, s, None, gradient_fn).items():
+                ds[k] = v
     ag = analyze_agreement(attributions, s)
     ds = ds.assign({k: ag[k].variable for k in ag.data_vars})
     if "pair" in ag.coords:
