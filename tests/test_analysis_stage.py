@@ -148,3 +148,14 @@ def test_summarize_class_gives_tables_and_verdicts(tiny_class):
     assert v[("occlusion", "faces at the rise")] == "undecided (no face mask)"
     assert v[("occlusion", "proper classification from 40-60")] == "supported"
     assert (verdicts["rule"].str.len() > 20).all()
+
+
+def test_method_filters_for_costly_checks(tiny_class):
+    noised, _, attrs, rgb, model, _ = tiny_class
+    s = dict(SETTINGS, faithfulness={"enabled": False},
+             randomization={"methods": ["integrated_gradients"]}, controls={"noise_only_methods": []})
+    ds = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, attribute_fn=occ)
+    assert "randomization_spearman" not in ds and "spectral_centroid_noise_only" not in ds
+    s["controls"] = {"noise_only_methods": None}                         # null = every method
+    ds = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, attribute_fn=occ, method="occlusion")
+    assert "spectral_centroid_noise_only" in ds

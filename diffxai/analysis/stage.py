@@ -43,11 +43,12 @@ DEFAULTS: dict = {
     "spectral": {"n_bins": None, "cutoff": SPE.DEFAULT_CUTOFF},
     "agreement": {"grid": [28, 28], "top_fraction": 0.1},
     "subset": {"images": 1, "seeds": 1, "steps_every": 10, "steps": None},
-    "controls": {"noise_only": True, "gradient_only": True},
+    "controls": {"noise_only": True, "gradient_only": True,
+                 "noise_only_methods": ["integrated_gradients", "gradient_shap"]},
     "faithfulness": {"enabled": True, "fractions": [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
                      "baseline": 0.0, "n_random": 3, "seed": 0, "batch_size": 64, "output": "softmax"},
     "randomization": {"enabled": True, "groups": None, "seed": 42, "threshold": 0.5,
-                      "subset": {"steps_every": 50}},
+                      "methods": ["integrated_gradients", "gradient_shap"], "subset": {"steps_every": 50}},
     "aligned": {"n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10},
     "verdicts": {"proper_window": [40, 60], "claim_classes": {
         "faces at the rise": ["n02123394", "n02123597", "n02124075"], "stripes then face": ["n02129604"]}},
@@ -263,16 +264,20 @@ def input_spectra(noised: xr.Dataset, like: xr.DataArray, settings: Mapping | No
 def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.ndarray, model: nn.Module | None,
                    settings: Mapping | None = None, *, attribute_fn: AttributeFn | None = None,
                    gradient_fn: AttributeFn | None = None, masks: Mapping[str, np.ndarray] | None = None,
-                   include_input: bool = True) -> xr.Dataset:
+                   include_input: bool = True, method: str | None = None) -> xr.Dataset:
     """All per-method metrics of one class (see the module docstring); dims (image, seed, step, ...).
 
     ``clean_rgb`` holds every image of the class in image order; ``masks`` ({name: (N_images, H,
     W)} over the same images) default to :func:`masks.class_masks`. ``model=None`` skips
     faithfulness; ``attribute_fn=None`` skips randomization and the noise-only control;
     ``gradient_fn=None`` skips the gradient-only control; ``include_input=False`` leaves out the
-    input's own spectra (:func:`analyze_class` adds them once for all methods).
+    input's own spectra (:func:`analyze_class` adds them once for all methods). ``method`` (default:
+    the store's ``method`` attr) is matched against ``randomization.methods`` and
+    ``controls.noise_only_methods`` (null = every method).
     """
     s = merged_settings(settings)
+    name = method or attributions.attrs.get("method")
+    allowed = lambda key: key is None or name in key  # noqa: E731
     images = attributions["image"].values
     rgb = np.asarray(clean_rgb)[images]
     if masks is None:
@@ -284,9 +289,11 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     sel = subset_mask(tuple(maps.shape[:3]), a["step"].values, s["subset"])
     sel_rand = subset_mask(tuple(maps.shape[:3]), a["step"].values,
                            {**s["subset"], **(s["randomization"].get("subset") or {})})
+    noise_fn = attribute_fn if allowed(s["controls"]["noise_only_methods"]) else None
     wants = {"faith": model is not None and s["faithfulness"]["enabled"],
-             "rand": model is not None and attribute_fn is not None and s["randomization"]["enabled"],
-             "ctrl": (attribute_fn is not None and s["controls"]["noise_only"])
+             "rand": model is not None and attribute_fn is not None and s["randomization"]["enabled"]
+             and allowed(s["randomization"]["methods"]),
+             "ctrl": (noise_fn is not None and s["controls"]["noise_only"])
              or (gradient_fn is not None and s["controls"]["gradient_only"])}
     x = noised_inputs(noised, a) if include_input or ((sel | sel_rand).any() and any(wants.values())) else None
 
@@ -297,7 +304,7 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
         data.update(spectral_block(torch.as_tensor(x.sum(3)), s, "_input"))
     if wants["ctrl"]:
         alpha_bar = np.asarray(_take(noised["alpha_bar"], "step", a["step"].values).values, dtype=np.float64)
-        data.update(control_block(model, x, x0_from_rgb(rgb), alpha_bar, targets, sel, s, attribute_fn, gradient_fn))
+        data.update(control_block(model, x, x0_from_rgb(rgb), alpha_bar, targets, sel, s, noise_fn, gradient_fn))
     if wants["faith"]:
         v, c = faithfulness_block(model, x, maps, targets, sel, s)
         data.update(v)
@@ -367,7 +374,7 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
     for m in sorted(attributions):
         fn = attribute_fn.get(m) if isinstance(attribute_fn, Mapping) else attribute_fn
         per.append(analyze_method(noised, attributions[m], clean_rgb, model, s, attribute_fn=fn,
-                                  gradient_fn=None, masks=masks, include_input=False)
+                                  gradient_fn=None, masks=masks, include_input=False, method=m)
                    .expand_dims(xai_method=[m]))
     ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
                    join="outer", combine_attrs="drop_conflicts")
