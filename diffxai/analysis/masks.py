@@ -7,11 +7,15 @@ Definitions (all on the clean 8-bit RGB image, never on a noised one):
   ``edge_sigma`` px. Smoothing first keeps the coarse, object-scale contours (the "outline" of
   Wang & Vastola 2023: high-variance, low-frequency layout) and drops fur/texture.
 - **outline band** (``outline.method: edges``): the ``outline.fraction`` of pixels with the largest
-  edge magnitude (a fixed area fraction, so enrichment values are comparable across images).
+  edge magnitude (a fixed area fraction, so enrichment values are comparable across images). On a
+  close-up face this band holds the eyes, nose and head contour: "coarse, high-contrast structure"
+  rather than the object's silhouette alone; a user ``outline`` PNG replaces it.
 - **outline band** (``outline.method: silhouette``): a foreground silhouette from an unsupervised
   2-means clustering of the blurred Lab-like colour (the cluster that touches the image border
   least is the object; largest connected component, holes filled); the band is the
-  ``outline.fraction`` of pixels nearest to the silhouette's boundary.
+  ``outline.fraction`` of pixels nearest to the silhouette's boundary. Experimental: on the
+  study's close-up cat faces and the tiger in grass the 2-means split often follows lighting or
+  grass instead of the animal (look at the written PNGs); ``edges`` is the default.
 - **detail mask**: fine-scale energy ``G_e * (G_s1 * I - G_s2 * I)^2`` (difference of Gaussians
   ``s1 < s2``, squared, locally averaged over ``G_e``) ranked among the pixels inside the object
   region (the silhouette, or a centred box of ``centre_fraction`` of the area) and outside the
