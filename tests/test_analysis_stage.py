@@ -159,3 +159,12 @@ def test_method_filters_for_costly_checks(tiny_class):
     s["controls"] = {"noise_only_methods": None}                         # null = every method
     ds = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, attribute_fn=occ, method="occlusion")
     assert "spectral_centroid_noise_only" in ds
+
+
+def test_result_round_trips_through_a_zarr_store(tiny_class, tmp_path):
+    from diffxai.store import open_store, write_dataset
+    noised, probs, attrs, rgb, model, _ = tiny_class
+    s = dict(SETTINGS, randomization={"enabled": False})
+    ds = ST.analyze_class(noised, probs, attrs, rgb, model, s, gradient_fn=ig_grad_only)
+    back = open_store(write_dataset(ds, tmp_path / "a.zarr")).load()
+    xr.testing.assert_allclose(back.drop_attrs(), ds.drop_attrs())
