@@ -122,7 +122,8 @@ def test_user_face_and_stripes_masks_give_the_difference(tiny_class, tmp_path):
     stripes = np.zeros((N_IMG, H, W), bool)
     stripes[:, 8:12] = True
     from diffxai.analysis import masks as MK
-    MK.write_masks({"face": face, "stripes": stripes}, tmp_path)
+    MK.write_masks({"face": face, "stripes": stripes}, tmp_path / "n02129604")   # per-class subfolder
+    noised = noised.assign_attrs(cls="n02129604")
     s = dict(SETTINGS, masks={"folder": str(tmp_path)}, faithfulness={"enabled": False})
     ds = ST.analyze_method(noised, attrs["occlusion"], rgb, None, s)
     assert set(ds["mask"].values) == {"outline", "detail", "face", "stripes"}

@@ -172,6 +172,8 @@ def detail_mask(rgb: np.ndarray, *, fraction: float = 0.10, sigma_fine: float = 
 def _merged(settings: Mapping | None) -> dict:
     s = {k: dict(v) for k, v in DEFAULTS.items()}
     for k, v in (settings or {}).items():
+        if k not in DEFAULTS:          # e.g. the stage's 'folder' key
+            continue
         if k in s and isinstance(v, Mapping):
             s[k].update(v)
         else:

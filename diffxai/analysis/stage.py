@@ -74,6 +74,17 @@ def engine_attribute_fn(spec, options=None) -> AttributeFn:
     return fn
 
 
+def user_mask_folder(folder, attrs: Mapping) -> str | None:
+    """``{folder}/{cls}`` (or ``{folder}/{synset}``) when that subfolder exists, else ``folder``."""
+    if not folder:
+        return None
+    from pathlib import Path
+    for key in ("cls", "synset"):
+        if attrs.get(key) and (Path(folder) / str(attrs[key])).is_dir():
+            return str(Path(folder) / str(attrs[key]))
+    return str(folder)
+
+
 def x0_from_rgb(clean_rgb: np.ndarray) -> torch.Tensor:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32 in [-1, 1] (DDPM space, as :mod:`diffxai.noise`)."""
     return torch.as_tensor(np.asarray(clean_rgb)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
@@ -281,7 +292,8 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     images = attributions["image"].values
     rgb = np.asarray(clean_rgb)[images]
     if masks is None:
-        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], s["masks"].get("folder"))
+        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"],
+                               user_mask_folder(s["masks"].get("folder"), {**noised.attrs, **attributions.attrs}))
     masks = {k: np.asarray(v)[images] for k, v in masks.items()}
     a = attributions["attribution"].transpose("image", "seed", "step", "y", "x")
     maps = torch.as_tensor(np.asarray(a.values, dtype=np.float32))
@@ -369,7 +381,7 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
     """
     s = merged_settings(settings)
     if masks is None:
-        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], s["masks"].get("folder"))
+        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], user_mask_folder(s["masks"].get("folder"), noised.attrs))
     per = []
     for m in sorted(attributions):
         fn = attribute_fn.get(m) if isinstance(attribute_fn, Mapping) else attribute_fn
