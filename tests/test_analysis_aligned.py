@@ -90,3 +90,28 @@ def test_proper_classification_window(ci, expected):
     v = V.proper_classification(row, "c")
     assert v.verdict == expected and "[40, 60]" in v.rule
     assert list(V.verdict_frame([v]).columns) == ["claim", "cls", "verdict", "rule", "evidence"]
+
+
+def _spec_table(own, diff):
+    rows = []
+    for name, (m, lo, hi) in (("spectral_centroid", own), ("spectral_centroid_minus_gradient_only", diff)):
+        rows.append({"metric": name, "after_minus_before": m, "after_minus_before_lo": lo, "after_minus_before_hi": hi})
+    return pd.DataFrame(rows)
+
+
+@pytest.mark.parametrize("own,diff,expected", [((0.1, 0.05, 0.15), (0.08, 0.02, 0.1), V.SUPPORTED),
+                                               ((0.1, 0.05, 0.15), (0.0, -0.02, 0.02), V.NOT_SUPPORTED),
+                                               ((0.0, -0.1, 0.1), (0.0, -0.02, 0.02), "undecided (no trend in the map)")])
+def test_spectral_trend_survives_control(own, diff, expected):
+    vs = V.spectral_trend_survives(_spec_table(own, diff), "c", controls=("gradient_only", "input"))
+    assert vs[0].verdict == expected
+    assert vs[1].verdict == "undecided (no input control)"
+
+
+def test_combine_methods():
+    f = pd.DataFrame([{"xai_method": m, "cls": "c", "claim": "x", "verdict": v}
+                      for m, v in (("ig", V.SUPPORTED), ("occ", V.SUPPORTED))] +
+                     [{"xai_method": m, "cls": "c", "claim": "y", "verdict": v}
+                      for m, v in (("ig", V.SUPPORTED), ("occ", V.NOT_SUPPORTED))])
+    out = V.combine_methods(f).set_index("claim")["verdict"]
+    assert out["x"] == V.SUPPORTED and out["y"].startswith("undecided (methods: ig: supported; occ: not supported")

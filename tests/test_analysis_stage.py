@@ -149,6 +149,9 @@ def test_summarize_class_gives_tables_and_verdicts(tiny_class):
     assert v[("occlusion", "faces at the rise")] == "undecided (no face mask)"
     assert v[("occlusion", "proper classification from 40-60")] == "supported"
     assert (verdicts["rule"].str.len() > 20).all()
+    assert "spectral_centroid_minus_input" in set(table["metric"])
+    assert "spectral_centroid trend survives the input control" in set(verdicts["claim"])
+    assert v[("occlusion", "spectral_centroid trend survives the gradient_only control")] == "undecided (no gradient_only control)"
 
 
 def test_method_filters_for_costly_checks(tiny_class):

@@ -424,6 +424,17 @@ SUMMARY_VARIABLES = (
 )
 
 
+def with_control_differences(ds: xr.Dataset) -> xr.Dataset:
+    """Add ``{metric}_minus_{control}`` (map minus control, per unit) for the spectral metrics, so
+    the phase table gives the paired change of the difference (NaN where the control is absent)."""
+    out = ds.copy()
+    for metric in ("spectral_centroid", "low_freq_share"):
+        for c in ("input", "noise_only", "gradient_only"):
+            if metric in ds and f"{metric}_{c}" in ds:
+                out[f"{metric}_minus_{c}"] = ds[metric] - ds[f"{metric}_{c}"]
+    return out
+
+
 def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, settings: Mapping | None = None,
                     variables=SUMMARY_VARIABLES):
     """Phase table and verdicts of one class from :func:`analyze_class`'s Dataset.
@@ -442,14 +453,17 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
     tables, verdicts = [], []
     masks = set(np.asarray(ds["mask"].values).tolist()) if "mask" in ds.coords else set()
     for m in ds["xai_method"].values:
-        sub = ds.sel({"xai_method": m})
-        names = [v for v in variables if v in sub]
+        sub = with_control_differences(ds.sel({"xai_method": m}))
+        names = [v for v in variables if v in sub] + [v for v in sub.data_vars if "_minus_" in v
+                                                      and v != "stripes_minus_face"]
         t = AL.phase_table(sub, onset, names, n_boot=int(a["n_boot"]), level=float(a["level"]),
                            seed=int(a["seed"]), before=a["before"], around=a["around"], after=a["after"])
         t.insert(0, "xai_method", str(m))
         tables.append(t)
         for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(s["verdicts"]["proper_window"]),
-                                   claim_classes=s["verdicts"]["claim_classes"]):
+                                   claim_classes=s["verdicts"]["claim_classes"]) + \
+                VE.spectral_trend_survives(t, cls, "spectral_centroid") + \
+                VE.spectral_trend_survives(t, cls, "low_freq_share"):
             verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.DataFrame(verdicts)

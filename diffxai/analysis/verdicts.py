@@ -186,3 +186,54 @@ def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
     """Verdicts as a table (claim, cls, verdict, rule, evidence) for the report."""
     return pd.DataFrame([{"claim": v.claim, "cls": v.cls, "verdict": v.verdict, "rule": v.rule,
                           "evidence": repr(v.evidence)} for v in verdicts])
+
+
+CONTROL_RULE = ("the spectral trend survives control C if the CI of the map's change (after - before) "
+                "excludes 0 AND the CI of the change of (map - C), paired per unit, excludes 0 in the same "
+                "direction; it does not survive if the map's change CI excludes 0 but the (map - C) change "
+                "CI includes 0 or has the opposite sign; undecided if the map's own change CI includes 0")
+
+SPECTRAL_CONTROLS = ("input", "noise_only", "gradient_only")
+
+
+def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectral_centroid",
+                            controls=SPECTRAL_CONTROLS) -> list[Verdict]:
+    """Does the map's spectral trend across the onset survive each control? Reads the rows
+    ``{metric}`` and ``{metric}_minus_{control}`` that :func:`stage.summarize_class` adds."""
+    own = _row(table, metric)
+    s_own = _sign(own, "after_minus_before")
+    out = []
+    for c in controls:
+        claim = f"{metric} trend survives the {c} control"
+        r = _row(table, f"{metric}_minus_{c}")
+        ev = {"map_change": _ev(own, "after_minus_before"), "diff_change": _ev(r, "after_minus_before")}
+        if r is None:
+            out.append(Verdict(claim, cls, undecided(f"no {c} control"), CONTROL_RULE, ev))
+            continue
+        if s_own == 0:
+            v = undecided("no trend in the map")
+        elif _sign(r, "after_minus_before") == s_own:
+            v = SUPPORTED
+        else:
+            v = NOT_SUPPORTED
+        out.append(Verdict(claim, cls, v, CONTROL_RULE, ev))
+    return out
+
+
+COMBINE_RULE = ("across methods: supported if every method's verdict is supported, not supported if "
+                "every one is not supported, else undecided (the methods' verdicts are listed)")
+
+
+def combine_methods(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per (cls, claim): one verdict over the ``xai_method`` rows of a verdict table."""
+    rows = []
+    for (cls, claim), g in frame.groupby(["cls", "claim"], sort=False):
+        vs = list(g["verdict"])
+        if all(v == SUPPORTED for v in vs):
+            v = SUPPORTED
+        elif all(v == NOT_SUPPORTED for v in vs):
+            v = NOT_SUPPORTED
+        else:
+            v = undecided("methods: " + "; ".join(f"{m}: {x}" for m, x in zip(g.get("xai_method", [""] * len(vs)), vs)))
+        rows.append({"cls": cls, "claim": claim, "verdict": v, "rule": COMBINE_RULE})
+    return pd.DataFrame(rows)
