@@ -7,7 +7,8 @@ Definitions, for two maps ``a``, ``b`` (H, W) of the same input:
   from cancelling;
 - **rank correlation**: Spearman's rho of the pooled cells (average ranks for ties);
 - **top-k overlap**: ``|T_a & T_b| / k`` where ``T`` = the ``k = round(top_fraction * cells)``
-  cells with the largest value (``torch.topk``; exact ties in pooled maps are rare); chance = ``top_fraction`` (two independent
+  cells with the largest value (``torch.topk``; exact ties in pooled maps are rare);
+  chance = ``top_fraction`` (two independent
   random top-k sets share k * top_fraction cells on average), reported beside it;
 - **between methods**: per (image, seed, step) for every method pair;
 - **between seeds** (same method, image, step): the mean over all seed pairs — how much of a map

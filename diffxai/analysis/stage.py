@@ -6,12 +6,13 @@ the attribution store of each method (``attribution`` (image, seed, step, y, x),
 ``target`` (image, seed, step)), the clean 8-bit images (N_images, H, W, 3) in image order, and
 the classifier (taking [-1, 1] inputs).
 
-Output: one Dataset with dims (xai_method, image, seed, step[, mask, part, order, fraction, depth,
-pair]) over the attributed images. The dim is not called ``method`` because ``Dataset.sel(method=...)``
-is xarray's inexact-match keyword and would silently select nothing. Cheap metrics (enrichment, spectra, agreement) cover every
-(image, seed, step); the costly ones (deletion/insertion, randomization, the spectral controls
-that need new attributions) cover ``settings["subset"]`` and are NaN elsewhere, with a boolean
-``in_subset`` (image, seed, step) saying where.
+Output: one Dataset with dims (xai_method, image, seed, step[, mask, part, order, fraction,
+depth, pair]) over the attributed images. The dim is not called ``method`` because
+``Dataset.sel(method=...)`` is xarray's inexact-match keyword and would silently return
+everything. Cheap metrics (enrichment, spectra, agreement) cover every (image, seed, step); the
+costly ones (deletion/insertion, randomization, the spectral controls that need new
+attributions) cover ``settings["subset"]`` (randomization: its own ``randomization.subset`` on
+top) and are NaN elsewhere, with booleans ``in_subset`` / ``in_randomization_subset`` saying where.
 
 An *attribute function* is ``fn(model, x, targets) -> maps`` ((N, C, H, W), (N,) -> (N, H, W));
 the lead passes the engine (:func:`engine_attribute_fn`), tests pass Captum.
@@ -381,7 +382,8 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
     """
     s = merged_settings(settings)
     if masks is None:
-        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], user_mask_folder(s["masks"].get("folder"), noised.attrs))
+        folder = user_mask_folder(s["masks"].get("folder"), noised.attrs)
+        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], folder)
     per = []
     for m in sorted(attributions):
         fn = attribute_fn.get(m) if isinstance(attribute_fn, Mapping) else attribute_fn
