@@ -172,3 +172,15 @@ def test_result_round_trips_through_a_zarr_store(tiny_class, tmp_path):
     ds = ST.analyze_class(noised, probs, attrs, rgb, model, s, gradient_fn=ig_grad_only)
     back = open_store(write_dataset(ds, tmp_path / "a.zarr")).load()
     xr.testing.assert_allclose(back.drop_attrs(), ds.drop_attrs())
+
+
+def test_noise_only_control_prefers_the_stores_x0(tiny_class):
+    noised, _, attrs, rgb, model, _ = tiny_class
+    seen = []
+    spy = lambda m, x, t: (seen.append(x.clone()), ig(m, x, t))[1]  # noqa: E731
+    zero = noised.assign(x0=(("image", "channel", "y", "x"), np.zeros((N_IMG, 3, H, W), np.float32)))
+    s = dict(SETTINGS, faithfulness={"enabled": False}, randomization={"enabled": False})
+    ST.analyze_method(zero, attrs["integrated_gradients"], rgb, model, s, attribute_fn=spy)
+    # with x0 = 0 in the store, the "noise alone" input is x_t itself
+    expect = torch.as_tensor(noised["x"].values[0, 0, [0, 3, 5]])
+    torch.testing.assert_close(seen[0], expect)

@@ -75,6 +75,17 @@ def engine_attribute_fn(spec, options=None) -> AttributeFn:
     return fn
 
 
+def clean_x0(noised: xr.Dataset, images: np.ndarray, rgb: np.ndarray) -> torch.Tensor:
+    """x0 (n, C, H, W) of the attributed images: the noised store's own ``x0`` when it has one
+    (exactly what the trajectory was built from), else from the clean PNG pixels."""
+    if "x0" in noised:
+        x0 = noised["x0"]
+        if "image" in x0.dims:
+            return torch.as_tensor(_take(x0, "image", images).transpose("image", "channel", "y", "x").values).float()
+        return torch.as_tensor(x0.transpose("channel", "y", "x").values).float().expand(len(images), -1, -1, -1)
+    return x0_from_rgb(rgb)
+
+
 def user_mask_folder(folder, attrs: Mapping) -> str | None:
     """``{folder}/{cls}`` (or ``{folder}/{synset}``) when that subfolder exists, else ``folder``."""
     if not folder:
@@ -317,7 +328,8 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
         data.update(spectral_block(torch.as_tensor(x.sum(3)), s, "_input"))
     if wants["ctrl"]:
         alpha_bar = np.asarray(_take(noised["alpha_bar"], "step", a["step"].values).values, dtype=np.float64)
-        data.update(control_block(model, x, x0_from_rgb(rgb), alpha_bar, targets, sel, s, noise_fn, gradient_fn))
+        data.update(control_block(model, x, clean_x0(noised, images, rgb), alpha_bar, targets, sel, s,
+                                  noise_fn, gradient_fn))
     if wants["faith"]:
         v, c = faithfulness_block(model, x, maps, targets, sel, s)
         data.update(v)
