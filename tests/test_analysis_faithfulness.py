@@ -44,6 +44,7 @@ def test_perfect_ordering_beats_random_beats_reversed():
     assert np.all(ins["map"] > ins["random"])
     np.testing.assert_allclose(bad["deletion_auc"], good["deletion_auc"])  # |a| ordering
     # endpoints: deletion starts at p(x), insertion ends at p(x)
+    np.testing.assert_allclose(good["deletion_auc_raw"], good["deletion_auc"] * good["p_ref"][:, None], rtol=1e-6)
     for cur in (good["deletion_curve"][:, :, 0], good["insertion_curve"][:, :, -1]):
         np.testing.assert_allclose(cur, np.broadcast_to(good["p_ref"][:, None], cur.shape), rtol=1e-6)
 

@@ -11,7 +11,8 @@ Definitions (Petsiuk et al. 2018, RISE; the nulls after Hooker et al. 2019, ROAR
 - the curve is ``p_j = softmax(model(input_j))[c]`` (or the logit, ``output="logit"``);
 - **AUC** = trapezoid of ``p_j`` over ``f_j`` divided by ``p(x)`` (the probability before
   deletion), so 1 = the curve stays at p(x) throughout. Deletion: lower = more faithful;
-  insertion: higher = more faithful;
+  insertion: higher = more faithful. Before the onset p(x) is near 0 and the ratio is a ratio of
+  tiny numbers: the raw AUC (not divided) is returned beside it (``{mode}_auc_raw``);
 - nulls beside every map: ``n_random`` uniformly random orderings (seeded; their mean is the chance
   level) and the ordering by ``|x|`` alone (``sum_c |x_c|`` descending): a map that does no better
   than ``|x|`` has told us nothing the input's magnitude did not.
@@ -138,7 +139,8 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
     """Deletion/insertion curves and AUCs for maps (N, [C,] H, W) of inputs x (N, C, H, W).
 
     Returns ``{"orders": names, "fractions": f, "p_ref": (N,), f"{mode}_curve": (N, O, F),
-    f"{mode}_auc": (N, O)}`` with O = 1 + n_random + 1 orderings (see :func:`order_names`).
+    f"{mode}_auc": (N, O), f"{mode}_auc_raw": (N, O)}`` with O = 1 + n_random + 1 orderings
+    (see :func:`order_names`).
     """
     n, _, h, w = x.shape
     ranks = torch.cat([
@@ -153,6 +155,7 @@ def deletion_insertion(model: nn.Module, x: torch.Tensor, targets: torch.Tensor,
         cur = perturbation_curves(model, x, targets, ranks, fractions, baseline, mode, batch_size, output).numpy()
         out[f"{mode}_curve"] = cur
         out[f"{mode}_auc"] = normalised_auc(cur, fractions, p_ref[:, None])
+        out[f"{mode}_auc_raw"] = normalised_auc(cur, fractions, np.ones_like(p_ref)[:, None])
     return out
 
 

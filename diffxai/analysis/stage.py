@@ -219,12 +219,14 @@ def faithfulness_block(model, x: np.ndarray, maps: torch.Tensor, targets: np.nda
                                     batch_size=int(f["batch_size"]), output=f["output"])
     out = {}
     for mode in FA.MODES:
-        auc = np.full((*shape, len(orders)), np.nan)
+        for kind in ("auc", "auc_raw"):
+            auc = np.full((*shape, len(orders)), np.nan)
+            if res is not None:
+                auc.reshape(-1, len(orders))[flat] = res[f"{mode}_{kind}"]
+            out[f"{mode}_{kind}"] = (("image", "seed", "step", "order"), auc)
         cur = np.full((*shape, len(orders), len(fr)), np.nan)
         if res is not None:
-            auc.reshape(-1, len(orders))[flat] = res[f"{mode}_auc"]
             cur.reshape(-1, len(orders), len(fr))[flat] = res[f"{mode}_curve"]
-        out[f"{mode}_auc"] = (("image", "seed", "step", "order"), auc)
         out[f"{mode}_curve"] = (("image", "seed", "step", "order", "fraction"), cur)
     pref = np.full(shape, np.nan)
     if res is not None:
@@ -433,7 +435,8 @@ SUMMARY_VARIABLES = (
     "spectral_centroid", "low_freq_share", "spectral_centroid_input", "low_freq_share_input",
     "spectral_centroid_noise_only", "low_freq_share_noise_only",
     "spectral_centroid_gradient_only", "low_freq_share_gradient_only",
-    "deletion_auc", "insertion_auc", "randomization_spearman", "randomization_ssim",
+    "deletion_auc", "insertion_auc", "deletion_auc_raw", "insertion_auc_raw",
+    "randomization_spearman", "randomization_ssim",
     "method_spearman", "method_overlap", "p_true",
 )
 
