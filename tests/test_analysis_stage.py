@@ -184,3 +184,21 @@ def test_noise_only_control_prefers_the_stores_x0(tiny_class):
     # with x0 = 0 in the store, the "noise alone" input is x_t itself
     expect = torch.as_tensor(noised["x"].values[0, 0, [0, 3, 5]])
     torch.testing.assert_close(seen[0], expect)
+
+
+def test_engine_adapter_calls_the_contract_signature(monkeypatch):
+    """CONTRACT.md: maps, stats = attribute(model, inputs, targets, spec, options)."""
+    import sys
+    import types
+    calls = []
+    fake = types.ModuleType("diffxai.attribution")
+
+    def attribute(model, inputs, targets, spec, options, **kw):
+        calls.append((model, spec, options))
+        return inputs.sum(1), {"batch_size": 1}
+
+    fake.attribute = attribute
+    monkeypatch.setitem(sys.modules, "diffxai.attribution", fake)
+    fn = ST.engine_attribute_fn("SPEC", "OPTS")
+    out = fn("MODEL", torch.ones(2, 3, 4, 4), torch.zeros(2, dtype=torch.long))
+    assert out.shape == (2, 4, 4) and calls == [("MODEL", "SPEC", "OPTS")]
