@@ -21,9 +21,9 @@ from urllib.parse import urlsplit
 
 from diffxai import __version__
 from diffxai.errors import DiffxaiError
-from diffxai.images import find_image, sha256_file
+from diffxai.images import find_image, list_images, render_png, sha256_file
 
-__all__ = ["download", "fetch_class_image"]
+__all__ = ["download", "fetch_class_image", "fetch_class_images", "select_order"]
 
 OFFLINE_HINT = "offline? set image_dir to a folder of ImageNet-named images (--config image_dir=PATH)"
 _CHUNK = 1 << 20
@@ -141,3 +141,115 @@ def fetch_class_image(class_info, image_dir, cache_dir, *, timeout: float = 60,
         return dest, class_info.url
     download(class_info.url, class_info.sha256, dest, timeout=timeout, context=context)
     return dest, class_info.url
+
+
+# --------------------------------------------------------------------------- many images per class
+def select_order(candidates: list[Path], image_seed: int | None, class_index: int) -> list[Path]:
+    """The order in which candidates are tried: as listed (sorted by file name) when
+    ``image_seed`` is None, else a permutation drawn from ``default_rng([image_seed, class_index])``
+    (a seeded sample that does not change when other classes are added)."""
+    if image_seed is None:
+        return list(candidates)
+    import numpy as np
+
+    perm = np.random.default_rng([int(image_seed), int(class_index)]).permutation(len(candidates))
+    return [candidates[i] for i in perm]
+
+
+def _relative(path: Path, root) -> str:
+    try:
+        return Path(path).relative_to(Path(root).expanduser()).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def fetch_class_images(class_info, out_dir, *, image_dir, cache_dir, n: int = 1,
+                       image_seed: int | None = None, min_images: int | None = None,
+                       skip_bad: bool = False, resize: int = 256, crop: int = 224,
+                       timeout: float = 60, context: ssl.SSLContext | None = None) -> dict:
+    """Write ``n`` images of a class to ``out_dir`` as ``000.png``, ``001.png``, ... plus
+    ``manifest.json``; returns the manifest.
+
+    Images are tried in :func:`select_order`; an exact duplicate (same sha256 as an image already
+    taken) is not counted and is listed under ``duplicates`` with a warning; an unreadable image
+    stops the class with one line naming it, or with ``skip_bad`` is listed under ``skipped`` and
+    the next candidate is tried. Fewer than ``min_images`` (default ``n``) usable images: one
+    DiffxaiError naming the class and the count found. The folder appears complete or not at all.
+    """
+    from diffxai.store import atomic_path
+
+    label = f"class {class_info.slug} ({class_info.synset})"
+    n = int(n)
+    need = n if min_images is None else min(int(min_images), n)
+    if image_dir not in (None, ""):
+        candidates = select_order(list_images(image_dir, class_info.synset), image_seed, class_info.index)
+        sources = [(p, str(p), _relative(p, image_dir)) for p in candidates]
+        order = ("sorted by file name" if image_seed is None
+                 else f"seeded permutation, numpy default_rng([{int(image_seed)}, {class_info.index}])")
+    else:
+        path, url = fetch_class_image(class_info, None, cache_dir, timeout=timeout, context=context)
+        sources = [(path, url, PurePosixPath(urlsplit(url).path).name or path.name)]
+        order = "the pinned download (one image per class; set image_dir for more)"
+    images, skipped, duplicates, warnings = [], [], [], []
+    pngs: list[bytes] = []
+    seen: dict[str, int] = {}
+    for path, source, name in sources:
+        if len(images) == n:
+            break
+        try:
+            digest = sha256_file(path)
+        except OSError as exc:
+            digest, reason = None, f"cannot read image {path}: {_one_line(exc.strerror or exc)}"
+        if digest is not None and digest in seen:
+            first = images[seen[digest]]
+            duplicates.append({"file": name, "source": source, "sha256_source": digest,
+                               "duplicate_of": first["image"], "duplicate_of_file": first["file"]})
+            warnings.append(f"{name} is an exact duplicate (sha256) of image {first['image']} "
+                            f"({first['file']}); counted once")
+            continue
+        try:
+            if digest is None:
+                raise DiffxaiError(reason)
+            png, record = render_png(path, class_info, resize, crop, source=source)
+        except DiffxaiError as exc:
+            if not skip_bad:
+                raise DiffxaiError(f"{label}: {exc} (skip_bad_images: true leaves it out)") from None
+            skipped.append({"file": name, "source": source, "reason": str(exc)})
+            warnings.append(f"{name} left out (skip_bad_images): {exc}")
+            continue
+        seen[digest] = len(images)
+        images.append({"image": len(images), "file": name, "source": source,
+                       "sha256_source": record["source_sha256"], "sha256_png": record["png_sha256"],
+                       "original_size": record["original_size"], "warnings": record["warnings"]})
+        pngs.append(png)
+    found = len(images)
+    if found < need or found == 0:
+        extra = f", {len(skipped)} unreadable left out" if skipped else ""
+        extra += f", {len(duplicates)} duplicate(s) counted once" if duplicates else ""
+        raise DiffxaiError(
+            f"{label}: found {found} usable image(s) ({len(sources)} candidate file(s){extra}), "
+            f"images_per_class asks for {n}" + (f" and min_images_per_class for {need}" if need < n else "")
+            + ("; set image_dir to a folder with more images of this class, or lower "
+               "images_per_class / set min_images_per_class"))
+    if found < n:
+        warnings.append(f"only {found} of {n} images (min_images_per_class {need} allows it)")
+    manifest = {
+        "class": {"index": class_info.index, "synset": class_info.synset, "name": class_info.name,
+                  "slug": class_info.slug, "category": class_info.category},
+        "images_per_class": n, "min_images_per_class": need, "image_seed": image_seed,
+        "order": order, "resize": int(resize), "crop": int(crop),
+        "images": images, "skipped": skipped, "duplicates": duplicates, "warnings": warnings,
+    }
+    import json
+
+    with atomic_path(out_dir) as tmp:
+        tmp.mkdir()
+        for i, png in enumerate(pngs):
+            (tmp / image_name(i)).write_bytes(png)
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False) + "\n")
+    return manifest
+
+
+def image_name(i: int) -> str:
+    """File name of image ``i`` in a fetched class folder."""
+    return f"{int(i):03d}.png"

@@ -191,9 +191,9 @@ def test_figures_from_zarr_stores(tmp_path, data):
 
 # --------------------------------------------------------------------------- aggregate (1000 classes)
 def _synthetic_onsets(n=1000, seed=0):
-    from diffxai.aggregate import load_class_table_df
+    from diffxai.classes import class_table_df
 
-    table = load_class_table_df()
+    table = class_table_df()
     rng = np.random.default_rng(seed)
     shift = {"animal": 40.0, "artifact": 50.0, "food": 45.0, "geological": 35.0, "person": 60.0,
              "plant_fungus": 42.0}
