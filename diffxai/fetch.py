@@ -1,6 +1,6 @@
-"""https-only, sha256-pinned, atomic downloads of class images.
+"""https-only, sha256-pinned, atomic downloads of class images; the images of a class.
 
-``download`` streams into a temporary file beside ``dest``, hashes while streaming, and renames
+``download`` streams into a temporary file beside ``dest`` (store.atomic_path), hashes while streaming, and renames
 into place only when the hash matches; nothing partial is ever left at ``dest`` or beside it.
 Redirects are followed only to https URLs.  Proxies from the usual environment variables are
 honoured (urllib's default), and certificate checks use ``ssl.create_default_context()`` unless
@@ -13,7 +13,6 @@ import http.client
 import os
 import re
 import ssl
-import tempfile
 import urllib.error
 import urllib.request
 from pathlib import Path, PurePosixPath
@@ -64,19 +63,18 @@ def download(url: str, sha256: str, dest, *, timeout: float = 60, context: ssl.S
     if not _SHA256_RE.fullmatch(expected):
         raise DiffxaiError(f"refusing to download {url}: pinned sha256 {sha256!r} is not 64 hex digits")
     dest = Path(dest)
-    try:
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".part")
-    except OSError as exc:
-        raise DiffxaiError(f"cannot write download of {url} to {dest.parent}: {_one_line(exc)}") from None
-    tmp = Path(tmp_name)
+    from diffxai.store import atomic_path  # (store needs xarray; imported only when downloading)
+
     context = context if context is not None else ssl.create_default_context()
     opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), _HttpsOnlyRedirects)
     request = urllib.request.Request(url, headers={"User-Agent": f"diffxai/{__version__}"})
     digest = hashlib.sha256()
-    done = False
-    try:
-        with os.fdopen(fd, "wb") as out:
+    with atomic_path(dest) as tmp:  # renamed into place only if the block (and the hash check) succeeds
+        try:
+            out = open(tmp, "wb")
+        except OSError as exc:
+            raise DiffxaiError(f"cannot write download of {url} to {dest.parent}: {_one_line(exc)}") from None
+        with out:
             try:
                 with opener.open(request, timeout=timeout) as response:
                     total = 0
@@ -103,11 +101,6 @@ def download(url: str, sha256: str, dest, *, timeout: float = 60, context: ssl.S
         if actual != expected:
             raise DiffxaiError(f"sha256 mismatch for {url}: expected {expected}, got {actual}; download discarded")
         os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-        done = True
-    finally:
-        if not done:
-            tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -108,6 +108,8 @@ def classify(noised, probs, classes, classifier, batch_size):
         per_image = [classify_trajectory(model, nds.isel(image=i), int(c["index"]), "cpu", int(batch_size))
                      for i in range(nds.sizes["image"])]
         pds = xr.concat(per_image, dim="image")
+        # (concat leaves equal scalar coords scalar: with one image, image_file would lose its dim)
+        pds = pds.assign_coords({k: ("image", nds[k].values) for k in ("image", "image_file", "image_sha256")})
         pds.attrs.update(_class_attrs(c), classifier=classifier,
                          alphas_cumprod=nds.attrs["alphas_cumprod"], seeds=nds.attrs["seeds"],
                          schedule=nds.attrs["schedule"])
@@ -225,16 +227,14 @@ def _onset_tables(dss: dict, cfg: dict):
         sub = {cls: ds.isel(image=i) for cls, ds in dss.items() if n_img[cls] > i}
         curves, info, ac = onset_mod.curves_from_datasets(sub)
         pc, ps = onset_mod.onset_tables(curves, info, ac, **cfg)  # the schema's onset keys are its kwargs
-        files = {cls: str(ds["image_file"].values) for cls, ds in sub.items()}
         pc.insert(1, "image", i)
-        pc.insert(2, "image_file", pc["cls"].map(files))
         ps.insert(1, "image", i)
         per_image.append(pc)
         per_seed.append(ps)
     per_image = pd.concat(per_image, ignore_index=True)
     per_seed = pd.concat(per_seed, ignore_index=True)
     if max(n_img.values()) == 1:
-        per_class = per_image.drop(columns=["image", "image_file"])
+        per_class = per_image.drop(columns=["image"])
     else:
         curves, info, ac = onset_mod.curves_from_datasets({cls: dss[cls].isel(image=0) for cls in dss})
         for cls, ds in dss.items():
@@ -242,7 +242,7 @@ def _onset_tables(dss: dict, cfg: dict):
             curves[cls] = (curves[cls][0], p.reshape(-1, p.shape[-1]), np.arange(p.shape[0] * p.shape[1]))
         per_class, _ = onset_mod.onset_tables(curves, info, ac, **cfg)
     per_class.insert(per_class.columns.get_loc("n_seeds"), "n_images", per_class["cls"].map(n_img))
-    per_class["n_seeds"] = per_class["cls"].map({cls: ds.sizes["seed"] for cls, ds in dss.items()})
+    per_class["n_seeds"] = per_class["cls"].map({cls: ds.sizes["seed"] for cls, ds in dss.items()})  # per image
     # order rows by class (as given), then image, then seed
     order = {cls: j for j, cls in enumerate(dss)}
     per_image = per_image.sort_values(["cls", "image"], key=lambda c: c.map(order) if c.name == "cls" else c,
@@ -265,9 +265,15 @@ def onset(probs, per_class, per_image, per_seed, classes, onset):
 
     slugs = [c["slug"] for c in classes]
     dss = dict(zip(slugs, _open_all(probs)))
-    pc, pi, ps = _onset_tables(dss, onset)
-    clean = {(cls, i): v for cls, ds in dss.items() for i, v in enumerate(_clean_top1(ds))}
-    pi["clean_top1"] = [clean[(c, int(i))] for c, i in zip(pi["cls"], pi["image"])]
+    pc, pi, ps = _onset_tables(dss, onset)  # when diffxai.onset speaks images: its onset_tables
+    # per image: which file, and whether the classifier gets it right at the clean end
+    files = {(cls, int(i)): str(f) for cls, ds in dss.items()
+             for i, f in zip(ds["image"].values, ds["image_file"].values)}
+    clean = {(cls, int(i)): v for cls, ds in dss.items() for i, v in zip(ds["image"].values, _clean_top1(ds))}
+    keys = list(zip(pi["cls"], pi["image"].astype(int)))
+    if "image_file" not in pi.columns:
+        pi.insert(pi.columns.get_loc("image") + 1, "image_file", [files[k] for k in keys])
+    pi["clean_top1"] = [clean[k] for k in keys]
     pi["never_right_clean"] = pi["clean_top1"] == 0
     for df, dst in ((pc, per_class), (pi, per_image), (ps, per_seed)):
         with atomic_path(dst) as tmp:
@@ -321,7 +327,9 @@ def figure_grid(noised, attributions, onset_images, png, pdf, method, classes, g
     steps = figures.pick_steps(next(iter(ads.values()))["step"].values, grid_steps)
     figures.method_grid(method, {s: nds[s].sel(image=rep[s][0]) for s in slugs},
                         {s: ads[s].sel(image=rep[s][0]) for s in slugs}, steps, png, pdf=pdf,
-                        image_labels=labels, image_note=next(iter(rep.values()))[1])
+                        image_labels=labels,
+                        image_note=(f"figures.image = {image}" if image is not None
+                                    else "the attributed image nearest its class's median onset"))
 
 
 def figure_onset(noised, attributions, onset, onset_images, png, pdf, classes, methods, offsets, image=None):

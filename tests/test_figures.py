@@ -257,3 +257,17 @@ def test_summarise_small_and_degenerate(tmp_path):
     _check((paths["onset_histogram.png"], paths["onset_histogram.pdf"]), fg.SUMMARY_FIGSIZE)
     with pytest.raises(DiffxaiError, match="midpoint"):
         ag.summarise(nan, table, tmp_path / "x", value="midpoint")
+
+
+def test_softmax_curves_with_an_image_axis_and_explicit_pdf(tmp_path, data):
+    """Several images: thin per-image curves, median and band; the PDF goes where it is told."""
+    _, probs, _, onset = data
+    rng = np.random.default_rng(3)
+    many = {c: xr.concat([ds.assign(p_true=ds["p_true"] + float(rng.normal(0, 0.05))) for _ in range(4)],
+                         dim="image") for c, ds in probs.items()}
+    png, pdf = fg.softmax_curves(many, onset, tmp_path / "a.png", dpi=DPI, threshold=0.6,
+                                 pdf=tmp_path / "elsewhere" / "b.pdf")
+    assert pdf == tmp_path / "elsewhere" / "b.pdf" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert not (tmp_path / "a.pdf").exists()
+    with Image.open(png) as im:
+        assert abs(im.size[0] - fg.SOFTMAX_FIGSIZE[0] * DPI) <= 1
