@@ -1,8 +1,6 @@
 """Cross-class summaries of onsets (the 1000-class run): histogram, by category, extremes."""
 from __future__ import annotations
 
-import os
-from importlib import resources
 from pathlib import Path
 
 import numpy as np
@@ -18,21 +16,12 @@ EXTREME_COLUMNS = ["extreme", "rank", "cls", "class_index", "synset", "name", "c
                    "onset", "onset_lo", "onset_hi", "p_clean", "flags"]
 
 
-def load_class_table_df() -> pd.DataFrame:
-    """The packaged ImageNet class table (index, synset, name, slug, category, url, sha256)."""
-    with resources.files("diffxai").joinpath("data/imagenet_classes.tsv").open("r") as fh:
-        return pd.read_csv(fh, sep="\t", keep_default_na=False)
+def _atomic_csv(df: pd.DataFrame, path) -> Path:
+    from .store import atomic_path
 
-
-def _atomic_csv(df: pd.DataFrame, path: Path) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
+    with atomic_path(path) as tmp:
         df.to_csv(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+    return Path(path)
 
 
 def with_category(onset_df: pd.DataFrame, class_table_df: pd.DataFrame) -> pd.DataFrame:
@@ -52,7 +41,7 @@ def with_category(onset_df: pd.DataFrame, class_table_df: pd.DataFrame) -> pd.Da
     return df
 
 
-def by_category(df: pd.DataFrame, categories=None, value: str = "onset") -> pd.DataFrame:
+def by_category_stats(df: pd.DataFrame, categories=None, value: str = "onset") -> pd.DataFrame:
     """count, n_valid (finite onset), median, quartiles and IQR of the onset per category."""
     cats = list(categories) if categories is not None else sorted(df["category"].unique())
     extra = sorted(set(df["category"]) - set(cats))  # e.g. "unknown"
@@ -66,7 +55,7 @@ def by_category(df: pd.DataFrame, categories=None, value: str = "onset") -> pd.D
     return pd.DataFrame(rows, columns=CATEGORY_COLUMNS)
 
 
-def extremes(df: pd.DataFrame, n: int = 10, value: str = "onset") -> pd.DataFrame:
+def extremes_table(df: pd.DataFrame, n: int = 10, value: str = "onset") -> pd.DataFrame:
     """The ``n`` earliest and ``n`` latest classes by onset (NaN onsets excluded)."""
     v = pd.to_numeric(df[value], errors="coerce")
     ok = df[np.isfinite(v)].assign(_v=v[np.isfinite(v)]).sort_values(["_v", "cls"], kind="stable")
@@ -79,7 +68,7 @@ def extremes(df: pd.DataFrame, n: int = 10, value: str = "onset") -> pd.DataFram
     return out[EXTREME_COLUMNS]
 
 
-def _histogram(df: pd.DataFrame, out_png: Path, value: str, dpi: int):
+def _histogram(df: pd.DataFrame, out_png: Path, value: str, dpi: int, pdf=None):
     v = pd.to_numeric(df[value], errors="coerce").to_numpy(float)
     ok = v[np.isfinite(v)]
     n_nan = int(v.size - ok.size)
@@ -100,10 +89,10 @@ def _histogram(df: pd.DataFrame, out_png: Path, value: str, dpi: int):
     ax.set_ylabel("number of classes")
     ax.set_title(f"Onset step over {v.size} classes ({n_nan} NaN: never rises, high from the start, "
                  f"or failed; not shown)", fontsize=9)
-    return save_figure(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi, pdf)
 
 
-def _category_plot(df: pd.DataFrame, table: pd.DataFrame, out_png: Path, value: str, dpi: int):
+def _category_plot(df: pd.DataFrame, table: pd.DataFrame, out_png: Path, value: str, dpi: int, pdf=None):
     fig = Figure(figsize=SUMMARY_FIGSIZE, layout="constrained")
     ax = fig.add_subplot()
     data, labels = [], []
@@ -127,31 +116,42 @@ def _category_plot(df: pd.DataFrame, table: pd.DataFrame, out_png: Path, value: 
                 ha="center", va="center")
     ax.set_xlabel(STEP_LABEL)
     ax.set_title("Onset step by ImageNet category (valid/total classes)", fontsize=9)
-    return save_figure(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi, pdf)
 
 
-def summarise(onset_df: pd.DataFrame, class_table_df: pd.DataFrame | None, out_dir, *,
-              value: str = "onset", n_extremes: int = 10, dpi: int = DPI) -> dict[str, Path]:
-    """Write the cross-class summaries into ``out_dir``; returns {name: path}.
+def summarise(onset_df: pd.DataFrame, class_table_df: pd.DataFrame | None, out_dir=None, *,
+              value: str = "onset", n_extremes: int = 10, dpi: int = DPI, by_category=None,
+              by_category_png=None, by_category_pdf=None, histogram=None, histogram_pdf=None,
+              extremes=None) -> dict[str, Path]:
+    """Write the cross-class summaries; returns {name: path}.
 
-    onset_histogram.png/.pdf, onset_by_category.csv/.png/.pdf, onset_extremes.csv.
+    Each path is given explicitly (the workflow's declared outputs) or defaults to its name in
+    ``out_dir``: onset_histogram.png/.pdf, onset_by_category.csv/.png/.pdf, onset_extremes.csv.
     ``class_table_df`` None: the packaged class table.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    from .classes import class_table_df as packaged
+
+    def at(path, name):
+        if path is not None:
+            return Path(path)
+        if out_dir is None:
+            raise DiffxaiError(f"summarise: no path for {name} and no out_dir")
+        return Path(out_dir) / name
+
     if value not in onset_df.columns:
         raise DiffxaiError(f"onset table has no column {value!r}")
-    table = load_class_table_df() if class_table_df is None else class_table_df
+    table = packaged() if class_table_df is None else class_table_df
     df = with_category(onset_df, table)
     known = [c for c in CATEGORIES if c in set(table["category"])] + \
         sorted(set(table["category"]) - set(CATEGORIES))
-    cat = by_category(df, known, value)
+    cat = by_category_stats(df, known, value)
     paths: dict[str, Path] = {}
     paths["onset_histogram.png"], paths["onset_histogram.pdf"] = _histogram(
-        df, out / "onset_histogram.png", value, dpi)
-    paths["onset_by_category.csv"] = _atomic_csv(cat, out / "onset_by_category.csv")
+        df, at(histogram, "onset_histogram.png"), value, dpi, at(histogram_pdf, "onset_histogram.pdf"))
+    paths["onset_by_category.csv"] = _atomic_csv(cat, at(by_category, "onset_by_category.csv"))
     paths["onset_by_category.png"], paths["onset_by_category.pdf"] = _category_plot(
-        df, cat, out / "onset_by_category.png", value, dpi)
-    paths["onset_extremes.csv"] = _atomic_csv(extremes(df, n_extremes, value),
-                                              out / "onset_extremes.csv")
+        df, cat, at(by_category_png, "onset_by_category.png"), value, dpi,
+        at(by_category_pdf, "onset_by_category.pdf"))
+    paths["onset_extremes.csv"] = _atomic_csv(extremes_table(df, n_extremes, value),
+                                              at(extremes, "onset_extremes.csv"))
     return paths

@@ -19,9 +19,10 @@ from importlib import resources
 
 from diffxai.errors import DiffxaiError
 
-__all__ = ["ClassInfo", "class_table", "resolve_class", "resolve_classes"]
+__all__ = ["ClassInfo", "class_table", "class_table_df", "resolve_class", "resolve_classes", "study_reference"]
 
 _TABLE = "imagenet_classes.tsv"
+_STUDY = "study_reference.tsv"  # the study's p(true) = 0.5 crossings (Kim, Byeon, Park)
 _COLUMNS = ("index", "synset", "name", "slug", "category", "url", "sha256")
 _SYNSET_RE = re.compile(r"n\d{8}")
 _SEP_RE = re.compile(r"[\s_\-]+")
@@ -165,3 +166,23 @@ def resolve_classes(specs) -> list[ClassInfo]:
         seen[info.index] = spec
         out.append(info)
     return out
+
+
+def class_table_df():
+    """The class table as a pandas DataFrame (columns index, synset, name, slug, category, url, sha256)."""
+    import dataclasses
+
+    import pandas as pd
+
+    return pd.DataFrame([dataclasses.asdict(c) for c in class_table()], columns=list(_COLUMNS))
+
+
+@functools.cache
+def study_reference() -> tuple[float, dict[str, float]]:
+    """(threshold, {slug: step k where the study's p(true) crosses it}) from the package data."""
+    text = resources.files("diffxai").joinpath("data", _STUDY).read_text(encoding="utf-8")
+    rows = list(csv.DictReader(io.StringIO(text), delimiter="\t"))
+    thresholds = {float(r["threshold"]) for r in rows}
+    if len(thresholds) != 1:
+        raise DiffxaiError(f"package data {_STUDY} mixes thresholds {sorted(thresholds)}")
+    return thresholds.pop(), {r["cls"]: float(r["crossing_step"]) for r in rows}

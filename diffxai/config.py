@@ -105,6 +105,17 @@ def check_semantics(config: dict) -> None:
     if a["seeds"] is not None and a["seeds"] > noise["seeds"]:
         raise DiffxaiError(
             f"config key attribution.seeds: {a['seeds']} is more than noise.seeds={noise['seeds']}")
+    n = config["images_per_class"]
+    if config["min_images_per_class"] is not None and config["min_images_per_class"] > n:
+        raise DiffxaiError(f"config key min_images_per_class: {config['min_images_per_class']} is more than "
+                           f"images_per_class={n}")
+    if a["images"] is not None and a["images"] > n:
+        raise DiffxaiError(f"config key attribution.images: {a['images']} is more than images_per_class={n}")
+    shown = config["figures"]["image"]
+    attributed = n if a["images"] is None else a["images"]
+    if shown is not None and shown >= attributed:
+        raise DiffxaiError(f"config key figures.image: image {shown} is not attributed "
+                           f"(attribution.images covers 0..{attributed - 1})")
     sg = config["onset"]
     if sg["savgol_polyorder"] >= sg["savgol_window"]:
         raise DiffxaiError("config key onset.savgol_polyorder must be below onset.savgol_window")

@@ -8,7 +8,6 @@ fixed size in inches, so a PNG is exactly ``figsize * dpi`` pixels.
 """
 from __future__ import annotations
 
-import os
 import warnings
 from pathlib import Path
 from typing import Any, Mapping, Sequence
@@ -85,22 +84,50 @@ SOFTMAX_FIGSIZE = (7.5, 4.6)
 SUMMARY_FIGSIZE = (6.5, 4.0)
 
 
-def save_figure(fig: Figure, out_png, dpi: int = DPI) -> tuple[Path, Path]:
-    """Write ``out_png`` and a PDF beside it, each atomically (temp file + rename)."""
+def save_figure(fig: Figure, out_png, dpi: int = DPI, pdf=None) -> tuple[Path, Path]:
+    """Write ``out_png`` and ``pdf`` (default: beside the PNG), each atomically (store.atomic_path)."""
+    from .store import atomic_path
+
     png = Path(out_png)
     if png.suffix.lower() != ".png":
-        raise DiffxaiError(f"figure output {png} must end in .png (the PDF is written beside it)")
-    png.parent.mkdir(parents=True, exist_ok=True)
-    pdf = png.with_suffix(".pdf")
+        raise DiffxaiError(f"figure output {png} must end in .png")
+    pdf = png.with_suffix(".pdf") if pdf is None else Path(pdf)
+    if pdf.suffix.lower() != ".pdf":
+        raise DiffxaiError(f"figure output {pdf} must end in .pdf")
     for path, fmt in ((png, "png"), (pdf, "pdf")):
-        tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=fmt, dpi=dpi)
-            os.replace(tmp, path)
-        finally:
-            if tmp.exists():
-                tmp.unlink()
     return png, pdf
+
+
+def representative_image(per_image, candidates: Sequence[int], image: int | None = None) -> tuple[int, str]:
+    """The image a grid or onset strip shows for one class, and why.
+
+    ``image`` given: that one (it must be among ``candidates``, the attributed images). Otherwise the
+    candidate whose per-image onset (``per_image``: that class's rows of onset_images.csv) is nearest
+    the median of all its images' onsets; ties and classes without a finite onset: the lowest index.
+    """
+    cands = sorted(int(c) for c in candidates)
+    if not cands:
+        raise DiffxaiError("no attributed image to show")
+    if image is not None:
+        if int(image) not in cands:
+            raise DiffxaiError(f"config key figures.image: image {image} is not attributed "
+                               f"(attributed: {cands}; raise attribution.images)")
+        return int(image), "chosen by figures.image"
+    if per_image is None or len(per_image) == 0:
+        return cands[0], "the first image"
+    on = dict(zip(per_image["image"].astype(int), per_image["onset"].astype(float)))
+    vals = np.array([v for v in on.values() if np.isfinite(v)])
+    if vals.size == 0:
+        return cands[0], "no image has an onset; the first"
+    med = float(np.median(vals))
+    ok = [(abs(on[c] - med), c) for c in cands if c in on and np.isfinite(on[c])]
+    if not ok:
+        return cands[0], f"no attributed image has an onset; the first (class median {med:.1f})"
+    if len(on) == 1:
+        return ok[0][1], "the only image"
+    return min(ok)[1], f"nearest the class median onset {med:.1f}"
 
 
 def _image_var(ds):
@@ -229,29 +256,52 @@ def _row_for(onset, cls):
 # --------------------------------------------------------------------------------------------------
 # Fig. 5: softmax of the true class along the trajectory
 # --------------------------------------------------------------------------------------------------
+def _median_band(curves: np.ndarray, ci: float = 0.95, n_boot: int = 500):
+    """Pointwise median over rows and a percentile-bootstrap CI of it (rows resampled; fixed seed)."""
+    rng = np.random.default_rng(0)
+    idx = rng.integers(0, curves.shape[0], size=(n_boot, curves.shape[0]))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        med = np.nanmedian(curves, 0)
+        boot = np.nanmedian(curves[idx], axis=1)
+        a = 100 * (1 - ci) / 2
+        return med, np.nanpercentile(boot, a, 0), np.nanpercentile(boot, 100 - a, 0)
+
+
 def softmax_curves(probs: Mapping[str, Any], onset, out_png,
                    study: Mapping[str, float] | None = None, *, dpi: int = DPI,
-                   threshold: float = 0.5) -> tuple[Path, Path]:
-    """p_true over k per class: seed mean and min-max band, onset line + CI, study 0.5 crossings."""
+                   threshold: float = 0.5, study_threshold: float = 0.5, pdf=None) -> tuple[Path, Path]:
+    """p_true over k per class. One image: seed mean and min-max band over seeds. Several images:
+    each image's seed mean (thin), the median over images (bold) and its 95 % bootstrap CI (band).
+    Onset line + CI per class; the study's crossings of ``study_threshold`` as markers."""
     fig = Figure(figsize=SOFTMAX_FIGSIZE, layout="constrained")
     ax = fig.add_subplot()
     colors = colormaps["tab10"].colors
     kmin, kmax, lsnr_map, classifier = np.inf, -np.inf, None, None
+    many = False
     for i, (cls, ds) in enumerate(probs.items()):
         c = colors[i % len(colors)]
-        da = ds["p_true"].transpose("seed", "step") if "seed" in ds["p_true"].dims else \
-            ds["p_true"].expand_dims("seed")
+        da = ds["p_true"]
+        for dim in ("seed", "image"):
+            if dim not in da.dims:
+                da = da.expand_dims(dim)
+        da = da.transpose("image", "seed", "step")
         k = np.asarray(ds["step"].values, dtype=float)
         p = np.asarray(da.values, dtype=float)
         order = np.argsort(k)
-        k, p = k[order], p[:, order]
+        k, p = k[order], p[:, :, order]
         kmin, kmax = min(kmin, k.min()), max(kmax, k.max())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps stay NaN
-            mean, lo, hi = np.nanmean(p, 0), np.nanmin(p, 0), np.nanmax(p, 0)
+            per_image = np.nanmean(p, 1)  # (image, step)
+            if p.shape[0] == 1:
+                line, lo, hi = per_image[0], np.nanmin(p[0], 0), np.nanmax(p[0], 0)
+            else:
+                many = True
+                line, lo, hi = _median_band(per_image)
         name = class_label(ds, cls)
         row = _row_for(onset, cls)
-        label = name
+        label = name + (f" ({p.shape[0]} images)" if p.shape[0] > 1 else "")
         if row is not None:
             on = row.get("onset", np.nan)
             if np.isfinite(on):
@@ -259,15 +309,18 @@ def softmax_curves(probs: Mapping[str, Any], onset, out_png,
             else:
                 label += f": onset n/a ({row.get('flags', '')})"
         if p.shape[0] > 1:
+            for curve in per_image:
+                ax.plot(k, curve, color=c, lw=0.5, alpha=0.35)
+        if p.shape[0] > 1 or p.shape[1] > 1:
             ax.fill_between(k, lo, hi, color=c, alpha=0.18, linewidth=0)
-        ax.plot(k, mean, color=c, lw=1.8, label=label)
+        ax.plot(k, line, color=c, lw=1.8, label=label)
         if row is not None and np.isfinite(row.get("onset", np.nan)):
             ax.axvline(row["onset"], color=c, ls=":", lw=1.4)
             lo_, hi_ = row.get("onset_lo", np.nan), row.get("onset_hi", np.nan)
             if np.isfinite(lo_) and np.isfinite(hi_):
                 ax.axvspan(lo_, hi_, color=c, alpha=0.10, linewidth=0)
         if study and cls in study and study[cls] is not None and np.isfinite(study[cls]):
-            ax.plot([study[cls]], [threshold], marker="v", ms=8, mfc="none", mec=c, mew=1.6,
+            ax.plot([study[cls]], [study_threshold], marker="v", ms=8, mfc="none", mec=c, mew=1.6,
                     ls="none", zorder=5)
         if lsnr_map is None:
             lsnr_map = _log_snr_map(ds)
@@ -280,12 +333,14 @@ def softmax_curves(probs: Mapping[str, Any], onset, out_png,
     ax.set_ylabel("softmax probability of the true class")
     title = "True-class probability along the DDPM forward trajectory"
     ax.set_title(title + (f" ({classifier})" if classifier else ""), fontsize=10)
-    extra = [Patch(color="0.5", alpha=0.3, label="min–max over seeds (line: seed mean)"),
+    band = ("thin: each image's seed mean; bold: median over images, band: its 95% CI" if many
+            else "min–max over seeds (line: seed mean)")
+    extra = [Patch(color="0.5", alpha=0.3, label=band),
              Line2D([], [], color="0.3", ls=":", label="onset (shaded: 95% CI)"),
              Line2D([], [], color="0.4", ls="--", label=f"p = {threshold:g}")]
     if study:
         extra.append(Line2D([], [], marker="v", mfc="none", mec="0.3", ls="none",
-                            label=f"study's {threshold:g} crossing"))
+                            label=f"study's {study_threshold:g} crossing"))
     handles, _ = ax.get_legend_handles_labels()
     ax.legend(handles=handles + extra, loc="best", fontsize=7, framealpha=0.85)
     if lsnr_map is not None:
@@ -294,7 +349,7 @@ def softmax_curves(probs: Mapping[str, Any], onset, out_png,
                                                    lambda y: _lin_interp(y, ls, ks)))
         sec.set_xlabel(LOG_SNR_LABEL, fontsize=8)
         sec.tick_params(labelsize=7)
-    return save_figure(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi, pdf)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -310,8 +365,12 @@ def _col_title(ds, k) -> str:
 
 def method_grid(method: str, noised: Mapping[str, Any], attributions: Mapping[str, Any],
                 steps_to_show: Sequence[int], out_png, seed=None, *, gray: bool = True,
-                dpi: int = DPI) -> tuple[Path, Path]:
-    """Rows = classes, columns = steps (nearest available); attribution over the noised image."""
+                dpi: int = DPI, pdf=None, image_labels: Mapping[str, str] | None = None,
+                image_note: str = "") -> tuple[Path, Path]:
+    """Rows = classes, columns = steps (nearest available); attribution over the noised image.
+
+    Datasets hold one image each (the caller selects it); ``image_labels`` names it per row and
+    ``image_note`` says how it was chosen (in the title)."""
     classes = [c for c in attributions if c in noised]
     missing = [c for c in attributions if c not in noised]
     if missing:
@@ -343,11 +402,13 @@ def method_grid(method: str, noised: Mapping[str, Any], attributions: Mapping[st
                 ax.text(0.02, 0.98, f"k={k}", transform=ax.transAxes, va="top", fontsize=6,
                         color="w", bbox=dict(fc="k", alpha=0.5, lw=0, pad=1))
             if c == 0:
-                ax.set_ylabel(class_label(nd, cls), fontsize=9)
+                extra = f"\n{image_labels[cls]}" if image_labels and cls in image_labels else ""
+                ax.set_ylabel(class_label(nd, cls) + extra, fontsize=9 if not extra else 7)
     _attr_colorbar(fig, axes)
-    fig.suptitle(f"{method_label(method)} along the forward trajectory, seed {first_seed}\n"
+    note = f"; one image per class ({image_note})" if image_note else ""
+    fig.suptitle(f"{method_label(method)} along the forward trajectory, seed {first_seed}{note}\n"
                  f"columns: {STEP_LABEL}", fontsize=10)
-    return save_figure(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi, pdf)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -365,7 +426,7 @@ def _centre_step(onset_row) -> tuple[float, str]:
 
 def onset_panels(cls: str, noised, attributions: Mapping[str, Any], onset_row, out_png,
                  offsets: Sequence[int] = (-20, -10, 0, 10, 20), seed=None, *,
-                 dpi: int = DPI) -> tuple[Path, Path]:
+                 dpi: int = DPI, pdf=None, image_label: str = "") -> tuple[Path, Path]:
     """Columns = steps before, at and after the onset; row 1 the noised image, then one per method."""
     methods = list(attributions)
     if not methods:
@@ -412,6 +473,7 @@ def onset_panels(cls: str, noised, attributions: Mapping[str, Any], onset_row, o
     else:
         flags = onset_row.get("flags", "") if onset_row is not None else "no onset row"
         sub = f"onset n/a ({flags}); evenly spaced steps"
-    fig.suptitle(f"{name}: attributions around the onset, seed {s}\n{sub}; Δk = k − {what or 'onset'}",
+    img = f", {image_label}" if image_label else ""
+    fig.suptitle(f"{name}: attributions around the onset, seed {s}{img}\n{sub}; Δk = k − {what or 'onset'}",
                  fontsize=10)
-    return save_figure(fig, out_png, dpi)
+    return save_figure(fig, out_png, dpi, pdf)

@@ -31,7 +31,8 @@ from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 from diffxai.errors import DiffxaiError
 
-__all__ = ["IMAGE_SUFFIXES", "find_image", "load_rgb", "preprocess", "prepare_image", "sha256_file"]
+__all__ = ["IMAGE_SUFFIXES", "find_image", "list_images", "load_rgb", "preprocess", "prepare_image",
+           "render_png", "sha256_file"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 _HOW_TO_SET = "set image_dir to a folder of ImageNet-named images (--config image_dir=PATH)"
@@ -58,13 +59,7 @@ def _names_synset(name: str, synset: str) -> bool:
     return rest.startswith(".") or not rest[:1].isalnum()
 
 
-def find_image(image_dir, synset: str) -> Path:
-    """The image for ``synset`` in ``image_dir``.
-
-    Looks for ``<synset>*.jpg|jpeg|png`` (any case of extension) directly in the folder first,
-    then in a ``<synset>/`` subfolder as in an ImageNet train/val tree.  Several candidates: the
-    first in sorted file-name order, so the choice is deterministic.
-    """
+def _check_image_dir(image_dir, synset: str) -> Path:
     if image_dir is None or str(image_dir) == "":
         raise DiffxaiError(f"no image_dir given to look for {synset}; {_HOW_TO_SET}")
     folder = Path(image_dir).expanduser()
@@ -72,20 +67,36 @@ def find_image(image_dir, synset: str) -> Path:
         raise DiffxaiError(f"image_dir {folder} does not exist; {_HOW_TO_SET}")
     if not folder.is_dir():
         raise DiffxaiError(f"image_dir {folder} is not a folder; {_HOW_TO_SET}")
+    return folder
+
+
+def list_images(image_dir, synset: str) -> list[Path]:
+    """Every candidate image of ``synset`` in ``image_dir``, in the documented order.
+
+    Candidates: ``<synset>_*`` / ``<synset>.*`` files directly in the folder (flat layout) and
+    every file in a ``<synset>/`` subfolder (ImageNet train/val tree), with a ``.jpg``, ``.jpeg``
+    or ``.png`` extension in any case. Order: sorted by file name (Python string order, i.e. by
+    code point: ``B.JPEG`` before ``a.jpg``), a flat file before a subfolder file of the same
+    name. Only names are listed here; nothing is opened or hashed (that happens in the fetch job).
+    """
+    folder = _check_image_dir(image_dir, synset)
     try:
-        flat = sorted((p for p in folder.iterdir()
-                       if _names_synset(p.name, synset) and _is_image_file(p)), key=lambda p: p.name)
-        if flat:
-            return flat[0]
+        flat = [p for p in folder.iterdir() if _names_synset(p.name, synset) and _is_image_file(p)]
         sub = folder / synset
-        if sub.is_dir():
-            nested = sorted((p for p in sub.iterdir() if _is_image_file(p)), key=lambda p: p.name)
-            if nested:
-                return nested[0]
+        nested = [p for p in sub.iterdir() if _is_image_file(p)] if sub.is_dir() else []
     except OSError as exc:
         raise DiffxaiError(f"cannot list image_dir {folder}: {_one_line(exc)}") from None
-    raise DiffxaiError(f"no image for {synset} in {folder} (looked for {synset}*.jpg/.jpeg/.png and "
-                       f"{synset}/*); {_HOW_TO_SET}")
+    return [p for _, _, p in sorted([(p.name, 0, p) for p in flat] + [(p.name, 1, p) for p in nested])]
+
+
+def find_image(image_dir, synset: str) -> Path:
+    """The first image for ``synset`` in ``image_dir`` in the order of :func:`list_images`."""
+    found = list_images(image_dir, synset)
+    if not found:
+        folder = Path(image_dir).expanduser()
+        raise DiffxaiError(f"no image for {synset} in {folder} (looked for {synset}*.jpg/.jpeg/.png and "
+                           f"{synset}/*); {_HOW_TO_SET}")
+    return found[0]
 
 
 # --------------------------------------------------------------------------- load
@@ -235,15 +246,10 @@ def _atomic_write_bytes(dest: Path, data: bytes) -> None:
         Path(tmp).write_bytes(data)
 
 
-def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, crop: int = 224,
-                  source: str | None = None) -> list[str]:
-    """Load ``src_path``, Resize+CenterCrop, write the PNG and its JSON sidecar atomically.
-
-    ``source`` (e.g. the download URL) is recorded instead of the local path when given.
-    Returns the warnings (also in the JSON, key ``warnings``) for the caller to log.  The PNG is
-    written before the JSON, so a JSON implies its PNG.
-    """
-    src_path, out_png, out_json = Path(src_path), Path(out_png), Path(out_json)
+def render_png(src_path, class_info, resize: int = 256, crop: int = 224,
+               source: str | None = None) -> tuple[bytes, dict]:
+    """Load ``src_path`` and Resize+CenterCrop it: (PNG bytes, provenance record)."""
+    src_path = Path(src_path)
     rgb, load_warnings = load_rgb(src_path)
     crop_rgb, prep_warnings = preprocess(rgb, resize=resize, crop=crop)
     buf = io.BytesIO()
@@ -263,6 +269,18 @@ def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, cr
         "crop": int(crop),
         "warnings": load_warnings + prep_warnings,
     }
-    _atomic_write_bytes(out_png, png)
-    _atomic_write_bytes(out_json, (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+    return png, record
+
+
+def prepare_image(src_path, out_png, out_json, class_info, resize: int = 256, crop: int = 224,
+                  source: str | None = None) -> list[str]:
+    """Load ``src_path``, Resize+CenterCrop, write the PNG and its JSON sidecar atomically.
+
+    ``source`` (e.g. the download URL) is recorded instead of the local path when given.
+    Returns the warnings (also in the JSON, key ``warnings``) for the caller to log.  The PNG is
+    written before the JSON, so a JSON implies its PNG.
+    """
+    png, record = render_png(src_path, class_info, resize, crop, source)
+    _atomic_write_bytes(Path(out_png), png)
+    _atomic_write_bytes(Path(out_json), (json.dumps(record, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
     return list(record["warnings"])

@@ -66,10 +66,21 @@ def _generator(*key: int) -> torch.Generator:
     return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
 
 
-def draw_eps(seed: int, shape, t: int | None = None) -> torch.Tensor:
-    """Standard normal noise for one seed (shared by all steps), or for one (seed, t) pair."""
-    g = _generator(seed) if t is None else _generator(seed, int(t) + 1_000_003)
-    return torch.randn(tuple(shape), generator=g, dtype=torch.float32)
+#: added to the image index in the RNG key; above every t key (t + 1_000_003 < 2**32), so the keys
+#: of (seed, t) and (seed, image) can never coincide
+IMAGE_KEY = 1 << 32
+
+
+def draw_eps(seed: int, shape, t: int | None = None, image: int = 0) -> torch.Tensor:
+    """Standard normal noise for one (image, seed) (shared by all steps), or one (image, seed, t).
+
+    Image 0 uses the key of the one-image pipeline ((seed,) or (seed, t + 1_000_003)), so its draws
+    are exactly those of earlier runs; image i > 0 appends IMAGE_KEY + i to that key.
+    """
+    key = [int(seed)] if t is None else [int(seed), int(t) + 1_000_003]
+    if int(image) > 0:
+        key.append(IMAGE_KEY + int(image))
+    return torch.randn(tuple(shape), generator=_generator(*key), dtype=torch.float32)
 
 
 def image_to_x0(img_uint8: np.ndarray) -> torch.Tensor:
@@ -90,8 +101,12 @@ def schedule_coords(alphas_cumprod: np.ndarray, ks: np.ndarray) -> dict:
     }
 
 
-def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared") -> xr.Dataset:
-    """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps for every (seed, k), via diffusers' ``add_noise``."""
+def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared",
+                     image: int = 0) -> xr.Dataset:
+    """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps for every (seed, k), via diffusers' ``add_noise``.
+
+    ``image``: the image's index in its class; it selects the noise draws (see :func:`draw_eps`).
+    """
     import xarray as xr  # here, not at import: the benchmark's GPU image has no xarray
 
     if mode not in ("shared", "independent"):
@@ -103,9 +118,9 @@ def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared
     out = np.empty((len(seeds), len(ks)) + tuple(x0.shape), dtype=np.float32)
     for i, s in enumerate(seeds):
         if mode == "shared":
-            eps = draw_eps(s, x0.shape).expand(len(ks), *x0.shape)
+            eps = draw_eps(s, x0.shape, image=image).expand(len(ks), *x0.shape)
         else:
-            eps = torch.stack([draw_eps(s, x0.shape, int(t)) for t in ts])
+            eps = torch.stack([draw_eps(s, x0.shape, int(t), image=image) for t in ts])
         xt = scheduler.add_noise(x0.expand(len(ks), *x0.shape), eps, ts)
         out[i] = xt.numpy()
     c, h, w = x0.shape

@@ -77,9 +77,18 @@ def atomic_path(final: str | os.PathLike):
     _commit(tmp, final)
 
 
+@contextlib.contextmanager
+def _quiet_string_dtype():
+    """Zarr warns that fixed-length UTF-32 (the image_file/image_sha256 coords) has no v3 spec yet;
+    zarr-python reads it back as it wrote it (other Zarr libraries may not)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have a Zarr V3 specification.*")
+        yield
+
+
 def write_dataset(ds: xr.Dataset, final: str | os.PathLike, encoding: dict | None = None) -> Path:
     """Write a whole Dataset as a Zarr v3 store, atomically."""
-    with atomic_path(final) as tmp:
+    with atomic_path(final) as tmp, _quiet_string_dtype():
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
     return Path(final)
 
@@ -119,7 +128,8 @@ class StreamingStore:
     def __enter__(self):
         self.tmp = _begin(self.final)
         try:
-            self.skeleton.to_zarr(self.tmp, mode="w", zarr_format=3, consolidated=False)
+            with _quiet_string_dtype():
+                self.skeleton.to_zarr(self.tmp, mode="w", zarr_format=3, consolidated=False)
             self.group = zarr.open_group(self.tmp, mode="r+")
             self.array = self.group.create_array(
                 self.name, shape=self.shape, chunks=self.chunks, dtype=self.dtype,
@@ -151,3 +161,35 @@ class StreamingStore:
             raise DiffxaiError(f"{self.final}: {int((~self.written).sum())} entries were never written")
         _commit(self.tmp, self.final)
         return False
+
+
+class RowChunkWriter:
+    """Collect per-step maps arriving in any order and write whole step-chunks to a StreamingStore.
+
+    Maps are numbered flat over (row..., step) in C order, where ``rows`` is the shape of the
+    leading dims (e.g. (image, seed)); a chunk of ``chunk`` consecutive steps of one row is written
+    as soon as all its maps are there, so memory holds at most one partial chunk per row.
+    """
+
+    def __init__(self, store: StreamingStore, rows: tuple[int, ...], n_steps: int, chunk: int):
+        self.store, self.rows, self.K, self.chunk = store, tuple(int(r) for r in rows), int(n_steps), int(chunk)
+        self.buf: dict[tuple, dict[int, np.ndarray]] = {}
+
+    def add(self, flat_index: int, amap: np.ndarray) -> None:
+        r, k = divmod(int(flat_index), self.K)
+        row = tuple(int(i) for i in np.unravel_index(r, self.rows))
+        block = k // self.chunk
+        pending = self.buf.setdefault((row, block), {})
+        pending[k] = amap
+        k0, k1 = block * self.chunk, min(self.K, (block + 1) * self.chunk)
+        if len(pending) == k1 - k0:
+            self.store.write(row + (slice(k0, k1),), np.stack([pending[i] for i in range(k0, k1)]))
+            del self.buf[(row, block)]
+
+
+def image_coords(manifest_images: list[dict], index=None) -> dict:
+    """The ``image`` coordinate and the coords that name each image (file, sha256 of the PNG)."""
+    rows = [manifest_images[i] for i in (range(len(manifest_images)) if index is None else index)]
+    return {"image": ("image", np.asarray([r["image"] for r in rows], dtype=np.int64)),
+            "image_file": ("image", np.asarray([str(r["file"]) for r in rows], dtype=str)),
+            "image_sha256": ("image", np.asarray([str(r["sha256_png"]) for r in rows], dtype=str))}

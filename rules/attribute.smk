@@ -16,6 +16,7 @@ for _method in config["methods"]:
                 classes=class_params(_members),
                 classifier=config["classifier"],
                 seeds=config["attribution"]["seeds"],
+                images=config["attribution"]["images"],
                 target=config["attribution"]["target"],
                 output=config["attribution"]["output"],
                 device=config["attribution"]["device"],

@@ -33,8 +33,9 @@ def class_params(slugs):
     ]
 
 
-def image_png(slug):
-    return f"resources/images/{slug}.png"
+def image_folder(slug):
+    """resources/images/{cls}/: 000.png, 001.png, ... and manifest.json (one directory output)."""
+    return f"resources/images/{slug}"
 
 
 def noised_store(slug):
@@ -54,7 +55,8 @@ def figure(name):
 
 
 def all_outputs():
-    out = ["results/onset.csv", "results/onset_seeds.csv", figure("softmax_curves"), "results/report.md"]
+    out = ["results/onset.csv", "results/onset_images.csv", "results/onset_seeds.csv", figure("softmax_curves"),
+           "results/report.md"]
     out += [figure(f"{m}_grid") for m in config["methods"]]
     out += [figure(f"onset_{s}") for s in SLUGS]
     out += ["results/summary/onset_by_category.csv"]

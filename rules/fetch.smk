@@ -1,18 +1,24 @@
-# Class images: from image_dir (offline) or the pinned originals (https + sha256), to a
-# Resize+CenterCrop 8-bit RGB PNG with a provenance JSON beside it.
+# Class images: images_per_class of them from image_dir (offline; <synset>/ subfolders or
+# <synset>_*.jpg|jpeg|png), or the pinned original (https + sha256), to Resize+CenterCrop 8-bit RGB
+# PNGs 000.png, 001.png, ... in one folder per class with manifest.json (provenance, duplicates,
+# skipped files). Images are found, hashed and read here, in the job: planning never opens image_dir.
 for _shard, _members in SHARDS.items():
 
     rule:
         name:
             f"fetch_image_{_shard}"
         output:
-            png=[image_png(s) for s in _members],
-            meta=[f"resources/images/{s}.json" for s in _members],
+            images=[directory(image_folder(s)) for s in _members],
         params:
             classes=class_params(_members),
             image_dir=config["image_dir"],
+            download_dir=config["download_dir"],
             resize=config["image"]["resize"],
             crop=config["image"]["crop"],
+            images_per_class=config["images_per_class"],
+            image_seed=config["image_seed"],
+            min_images_per_class=config["min_images_per_class"],
+            skip_bad_images=config["skip_bad_images"],
         log:
             f"results/logs/fetch_image/{_shard}.log",
         conda:

@@ -3,6 +3,7 @@ rule figures_curves:
     input:
         probs=[probs_store(s) for s in SLUGS],
         onset="results/onset.csv",
+        onset_images="results/onset_images.csv",
     output:
         png=report(
             figure("softmax_curves"),
@@ -12,6 +13,7 @@ rule figures_curves:
         pdf="results/figures/softmax_curves.pdf",
     params:
         classes=class_params(SLUGS),
+        threshold=config["onset"]["threshold"],
     log:
         "results/logs/figures/softmax_curves.log",
     conda:
@@ -30,6 +32,7 @@ for _method in config["methods"]:
         input:
             noised=[noised_store(s) for s in SLUGS[:8]],
             attributions=[attribution_store(_method, s) for s in SLUGS[:8]],
+            onset_images="results/onset_images.csv",  # which image represents each class
         output:
             png=report(
                 figure(f"{_method}_grid"),
@@ -42,6 +45,7 @@ for _method in config["methods"]:
             method=_method,
             classes=class_params(SLUGS[:8]),
             grid_steps=config["figures"]["grid_steps"],
+            image=config["figures"]["image"],
         log:
             f"results/logs/figures/{_method}_grid.log",
         conda:
@@ -61,6 +65,7 @@ for _shard, _members in SHARDS.items():
             noised=[noised_store(s) for s in _members],
             attributions=[attribution_store(m, s) for s in _members for m in config["methods"]],
             onset="results/onset.csv",
+            onset_images="results/onset_images.csv",
         output:
             png=[
                 report(
@@ -76,6 +81,7 @@ for _shard, _members in SHARDS.items():
             classes=class_params(_members),
             methods=config["methods"],
             offsets=config["figures"]["onset_offsets"],
+            image=config["figures"]["image"],
         log:
             f"results/logs/figures/onset_{_shard}.log",
         conda:

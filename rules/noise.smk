@@ -5,7 +5,7 @@ for _shard, _members in SHARDS.items():
         name:
             f"noise_{_shard}"
         input:
-            png=[image_png(s) for s in _members],
+            images=[image_folder(s) for s in _members],
         output:
             stores=[directory(noised_store(s)) for s in _members],
         params:

@@ -4,6 +4,7 @@ rule onset:
         probs=[probs_store(s) for s in SLUGS],
     output:
         per_class="results/onset.csv",
+        per_image="results/onset_images.csv",
         per_seed="results/onset_seeds.csv",
     params:
         classes=class_params(SLUGS),

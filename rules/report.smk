@@ -2,11 +2,13 @@
 rule report_md:
     input:
         onset="results/onset.csv",
+        onset_images="results/onset_images.csv",
         figures=[figure("softmax_curves")] + [figure(f"{m}_grid") for m in config["methods"]],
     output:
         md="results/report.md",
     params:
-        config_summary={k: config[k] for k in ("classifier", "noise", "attribution", "onset")},
+        config_summary={k: config[k] for k in ("classifier", "images_per_class", "noise", "attribution", "onset")},
+        threshold=config["onset"]["threshold"],
     log:
         "results/logs/report_md.log",
     conda:
@@ -26,7 +28,10 @@ rule aggregate:
             caption="../report/aggregate.rst",
             category="Across classes",
         ),
+        by_category_png="results/summary/onset_by_category.png",
+        by_category_pdf="results/summary/onset_by_category.pdf",
         histogram="results/summary/onset_histogram.png",
+        histogram_pdf="results/summary/onset_histogram.pdf",
         extremes="results/summary/onset_extremes.csv",
     log:
         "results/logs/aggregate.log",

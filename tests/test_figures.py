@@ -191,9 +191,9 @@ def test_figures_from_zarr_stores(tmp_path, data):
 
 # --------------------------------------------------------------------------- aggregate (1000 classes)
 def _synthetic_onsets(n=1000, seed=0):
-    from diffxai.aggregate import load_class_table_df
+    from diffxai.classes import class_table_df
 
-    table = load_class_table_df()
+    table = class_table_df()
     rng = np.random.default_rng(seed)
     shift = {"animal": 40.0, "artifact": 50.0, "food": 45.0, "geological": 35.0, "person": 60.0,
              "plant_fungus": 42.0}
@@ -257,3 +257,17 @@ def test_summarise_small_and_degenerate(tmp_path):
     _check((paths["onset_histogram.png"], paths["onset_histogram.pdf"]), fg.SUMMARY_FIGSIZE)
     with pytest.raises(DiffxaiError, match="midpoint"):
         ag.summarise(nan, table, tmp_path / "x", value="midpoint")
+
+
+def test_softmax_curves_with_an_image_axis_and_explicit_pdf(tmp_path, data):
+    """Several images: thin per-image curves, median and band; the PDF goes where it is told."""
+    _, probs, _, onset = data
+    rng = np.random.default_rng(3)
+    many = {c: xr.concat([ds.assign(p_true=ds["p_true"] + float(rng.normal(0, 0.05))) for _ in range(4)],
+                         dim="image") for c, ds in probs.items()}
+    png, pdf = fg.softmax_curves(many, onset, tmp_path / "a.png", dpi=DPI, threshold=0.6,
+                                 pdf=tmp_path / "elsewhere" / "b.pdf")
+    assert pdf == tmp_path / "elsewhere" / "b.pdf" and pdf.read_bytes()[:5] == b"%PDF-"
+    assert not (tmp_path / "a.pdf").exists()
+    with Image.open(png) as im:
+        assert abs(im.size[0] - fg.SOFTMAX_FIGSIZE[0] * DPI) <= 1

@@ -1,4 +1,5 @@
 """Issue 5 at the workflow level: a broken input costs only its own class; security; determinism."""
+import json
 import re
 import shutil
 from pathlib import Path
@@ -31,9 +32,23 @@ def test_a_truncated_image_fails_its_class_only(tmp_path):
     assert res.returncode != 0
     errors = [l for l in out.splitlines() if l.startswith("diffxai error:")]
     assert errors and "n02123394_Persian_cat.jpg" in errors[0], out[-3000:]
-    assert open_store(work / "results" / "noised" / "tiger.zarr")["x"].shape[0] == 2
+    assert "\n" not in errors[0] and "persian_cat" in errors[0]
+    tiger = work / "results" / "noised" / "tiger.zarr"
+    assert open_store(tiger)["x"].shape[:2] == (1, 2)
     assert not (work / "results" / "noised" / "persian_cat.zarr").exists()
-    assert not (work / "resources" / "images" / "persian_cat.png").exists()
+    assert not (work / "resources" / "images" / "persian_cat").exists()
+    # skip_bad_images: the broken file is left out and recorded, the next candidate is used, and
+    # the finished tiger store is not lost (a changed fetch param reruns tiger too: same numbers)
+    before = open_store(tiger)["x"].values.tobytes()
+    shutil.copy(sample_path("n02123394"), images / "n02123394_z_good.jpeg")
+    snakemake(work, "--config", f"image_dir={images}", "skip_bad_images=true",
+              "--", "results/noised/tiger.zarr", "results/noised/persian_cat.zarr")
+    manifest = json.loads((work / "resources" / "images" / "persian_cat" / "manifest.json").read_text())
+    assert [m["file"] for m in manifest["skipped"]] == ["n02123394_Persian_cat.jpg"]
+    assert [m["file"] for m in manifest["images"]] == ["n02123394_z_good.jpeg"]
+    assert open_store(work / "results" / "noised" / "persian_cat.zarr")["image_file"].values.tolist() == \
+        ["n02123394_z_good.jpeg"]
+    assert open_store(tiger)["x"].values.tobytes() == before
 
 
 def test_no_shell_sees_a_config_string():
@@ -48,10 +63,13 @@ def test_same_config_and_seeds_give_bitwise_identical_tensors_and_probabilities(
 
     from conftest import load_sample
 
-    png = tmp_path / "tiger.png"
-    Image.fromarray(load_sample("n02129604")).save(png)
+    folder = tmp_path / "tiger"
+    folder.mkdir()
+    Image.fromarray(load_sample("n02129604")).save(folder / "000.png")
+    (folder / "manifest.json").write_text(json.dumps({"images": [
+        {"image": 0, "file": "tiger.jpg", "sha256_png": "0" * 64}]}))
     for run in ("a", "b"):
-        pipeline.noise([str(png)], [str(tmp_path / run / "n.zarr")], [TIGER], NOISE)
+        pipeline.noise([str(folder)], [str(tmp_path / run / "n.zarr")], [TIGER], NOISE)
         pipeline.classify([str(tmp_path / run / "n.zarr")], [str(tmp_path / run / "p.zarr")], [TIGER],
                           "efficientnet_lite0", 32, "cpu")
     a, b = open_store(tmp_path / "a" / "n.zarr"), open_store(tmp_path / "b" / "n.zarr")
@@ -67,7 +85,9 @@ def test_outputs_hold_no_pickle(tiny_run):
     for store in (work / "results").rglob("*.zarr"):
         ds = open_store(store)
         for name, var in {**ds.data_vars, **ds.coords}.items():
-            assert var.dtype.kind not in "OUS", f"{store}:{name} holds objects or strings"
+            # fixed-width unicode only for the coords that name each image; never objects
+            allowed = "U" if name in ("image_file", "image_sha256") else ""
+            assert var.dtype.kind not in set("OUS") - set(allowed), f"{store}:{name} holds objects or strings"
     for f in (work / "results").rglob("*"):
         if f.is_file():
             head = f.read_bytes()[:2]

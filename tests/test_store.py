@@ -4,6 +4,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import numpy as np
 import pytest
@@ -111,3 +112,30 @@ def test_unwritable_results_folder_by_permissions(tmp_path):
             write_dataset(_skeleton(), ro / "a.zarr")
     finally:
         ro.chmod(0o700)
+
+
+def test_row_chunk_writer_over_image_and_seed_rows(tmp_path):
+    """Maps numbered flat over (image, seed, step) land at their (image, seed, step), in any order."""
+    from diffxai.store import RowChunkWriter
+
+    I, S, K, H = 2, 3, 5, 2
+    sk = xr.Dataset(coords={"image": np.arange(I), "seed": np.arange(S), "step": np.arange(K)})
+    order = np.random.default_rng(0).permutation(I * S * K)
+    with StreamingStore(tmp_path / "a.zarr", sk, "a", ("image", "seed", "step", "y", "x"), (I, S, K, H, H),
+                        (1, 1, 2, H, H)) as st:
+        w = RowChunkWriter(st, (I, S), K, 2)
+        for n in order:
+            w.add(int(n), np.full((H, H), n, np.float32))
+        assert not w.buf, "every chunk was written as soon as it was complete"
+    a = open_store(tmp_path / "a.zarr")["a"].values
+    np.testing.assert_array_equal(a[..., 0, 0], np.arange(I * S * K).reshape(I, S, K))
+
+
+def test_string_coords_round_trip_without_objects(tmp_path):
+    ds = xr.Dataset({"p": (("image",), np.ones(2, np.float32))},
+                    coords={"image": np.arange(2), "image_file": ("image", np.array(["a.jpg", "n0/b.JPEG"]))})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the unstable-dtype warning is silenced by write_dataset
+        write_dataset(ds, tmp_path / "s.zarr")
+    back = open_store(tmp_path / "s.zarr")
+    assert back["image_file"].dtype.kind == "U" and list(back["image_file"].values) == ["a.jpg", "n0/b.JPEG"]

@@ -15,7 +15,7 @@ from PIL import Image
 
 from diffxai.store import open_store
 
-from conftest import REPO, SHARED, TINY, snakemake
+from conftest import REPO, SHARED, TINY, TINY_IMAGES, snakemake, tiny
 
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(not SHARED.is_dir(), reason="shared samples missing")]
 
@@ -37,25 +37,42 @@ def _planned_rules(dry_run_output: str) -> set[str]:
 def test_every_output_of_the_tiny_dag(tiny_run):
     work, _ = tiny_run
     r = work / "results"
+    files = {"tiger": ["n02129604_a_orig.jpg", "n02129604_b_flip.jpeg", "n02129604_c_crop.jpg"],
+             "persian_cat": [f"n02123394/n02123394_{v}" for v in ("a_orig.JPG", "b_flip.JPEG", "c_crop.JPG")]}
     for s in SLUGS:
-        png = work / "resources" / "images" / f"{s}.png"
-        im = Image.open(png)
-        assert im.mode == "RGB" and im.size == (224, 224)
+        folder = work / "resources" / "images" / s
+        manifest = json.loads((folder / "manifest.json").read_text())
+        assert [e["file"] for e in manifest["images"]] == files[s]
+        if s == "tiger":  # the byte-identical copy is counted once, with a warning
+            assert [d["file"] for d in manifest["duplicates"]] == ["n02129604_aa_dup.jpg"]
+            assert any("duplicate" in w for w in manifest["warnings"])
+        for i in range(3):
+            im = Image.open(folder / f"{i:03d}.png")
+            assert im.mode == "RGB" and im.size == (224, 224)
         noised = open_store(r / "noised" / f"{s}.zarr")
-        assert noised["x"].dims == ("seed", "step", "channel", "y", "x")
-        assert noised["x"].shape == (2, 4, 3, 224, 224)
+        assert noised["x"].dims == ("image", "seed", "step", "channel", "y", "x")
+        assert noised["x"].shape == (3, 2, 4, 3, 224, 224)
+        assert noised["x"].encoding["chunks"] == (1, 1, 4, 3, 224, 224)
+        assert list(noised["image"].values) == [0, 1, 2]
+        assert list(noised["image_file"].values) == files[s]
+        assert list(noised["image_sha256"].values) == [e["sha256_png"] for e in manifest["images"]]
         assert list(noised["step"].values) == [0, 33, 66, 99]
         assert list(noised["t"].values) == [99, 66, 33, 0]
         for c in ("alpha_bar", "log_snr", "sigma"):
             assert c in noised.coords
-        assert len(noised.attrs["image_sha256"]) == 64 and noised.attrs["seeds"] == [0, 1]
+        assert noised.attrs["seeds"] == [0, 1]
+        x = noised["x"].values
+        assert not np.array_equal(x[0], x[1]), "each image has its own noise and pixels"
         probs = open_store(r / "probs" / f"{s}.zarr")
-        assert probs["p_true"].shape == (2, 4) and probs["top5_class"].shape == (2, 4, 5)
-        assert probs["p_true"].values[:, -1].mean() > 0.5, f"{s}: the clean image is recognised"
+        assert probs["p_true"].dims == ("image", "seed", "step")
+        assert probs["p_true"].shape == (3, 2, 4) and probs["top5_class"].shape == (3, 2, 4, 5)
+        assert list(probs["image_file"].values) == files[s]
+        assert probs["p_true"].values[0, :, -1].mean() > 0.5, f"{s}: the clean image is recognised"
         for m in METHODS:
             a = open_store(r / "attributions" / m / f"{s}.zarr")
-            assert a["attribution"].dims == ("seed", "step", "y", "x")
-            assert a["attribution"].dtype == np.float32 and a["attribution"].shape == (2, 4, 224, 224)
+            assert a["attribution"].dims == ("image", "seed", "step", "y", "x")
+            assert a["attribution"].dtype == np.float32 and a["attribution"].shape == (2, 2, 4, 224, 224)
+            assert list(a["image"].values) == [0, 1] and list(a["image_file"].values) == files[s][:2]
             vals = a["attribution"].values
             assert np.isfinite(vals).all() and np.abs(vals).max() > 0
             for key in ("method", "settings", "captum_version", "device", "precision", "seeds", "target_mode"):
@@ -75,20 +92,58 @@ def test_every_output_of_the_tiny_dag(tiny_run):
     assert sorted(per_class["cls"]) == sorted(SLUGS)
     for col in ("onset", "onset_lo", "onset_hi", "midpoint", "slope", "threshold_cross", "t_onset", "log_snr_onset"):
         assert col in per_class.columns
+    assert (per_class["n_images"] == 3).all() and (per_class["n_seeds"] == 2).all()
+    per_image = pd.read_csv(r / "onset_images.csv")
+    assert len(per_image) == 3 * len(SLUGS) and list(per_image["image"][:3]) == [0, 1, 2]
+    assert {"image_file", "clean_top1", "never_right_clean"} <= set(per_image.columns)
     per_seed = pd.read_csv(r / "onset_seeds.csv")
-    assert len(per_seed) == 2 * len(SLUGS)
+    assert len(per_seed) == 3 * 2 * len(SLUGS) and {"cls", "image", "seed"} <= set(per_seed.columns)
     for name in ["softmax_curves"] + [f"{m}_grid" for m in METHODS]:
         assert (r / "figures" / f"{name}.png").stat().st_size > 10_000
         assert (r / "figures" / f"{name}.pdf").is_file()
-    assert "Tiger" in (r / "report.md").read_text() or "tiger" in (r / "report.md").read_text()
+    report = (r / "report.md").read_text()
+    assert "Tiger" in report or "tiger" in report
+    assert "n02123394/n02123394_b_flip.JPEG" in report, "the report lists per-image onsets"
     assert (r / "summary" / "onset_by_category.csv").is_file()
     for rule_log in (r / "logs").rglob("*.log"):
         assert rule_log.stat().st_size > 0 or "fetch" in str(rule_log), rule_log
+    log = (r / "logs" / "figures" / "integrated_gradients_grid.log").read_text()
+    assert "Traceback" not in log
+
+
+def _declared_outputs(work) -> set[str]:
+    """Every output path the rules declare for this run, from ``snakemake --summary``."""
+    res = tiny(work, "--summary")
+    lines = (res.stdout).splitlines()
+    start = next(i for i, l in enumerate(lines) if l.startswith("output_file"))
+    return {l.split("\t")[0] for l in lines[start + 1:] if l.strip()}
+
+
+def test_stages_write_exactly_the_declared_outputs(tiny_run):
+    """Each stage writes the paths its rule declares and nothing else (logs and benchmarks aside)."""
+    work, _ = tiny_run
+    declared = _declared_outputs(work)
+    assert "results/onset_images.csv" in declared and "results/summary/onset_histogram.pdf" in declared
+    missing = sorted(p for p in declared if not (work / p).exists())
+    assert not missing, f"declared but not written: {missing}"
+    dirs = [work / p for p in declared if (work / p).is_dir()]
+    undeclared = []
+    for top in ("results", "resources"):
+        for f in (work / top).rglob("*"):
+            if not f.is_file() and not f.is_symlink():
+                continue
+            rel = f.relative_to(work).as_posix()
+            if rel.startswith(("results/logs/", "results/benchmarks/")):
+                continue
+            if rel in declared or any(d in f.parents for d in dirs):
+                continue
+            undeclared.append(rel)
+    assert not undeclared, f"written but declared by no rule: {undeclared}"
 
 
 def test_rerun_with_nothing_changed_does_nothing(tiny_run):
     work, _ = tiny_run
-    res = snakemake(work, "-n")
+    res = tiny(work, "-n")
     assert "Nothing to be done" in res.stdout + res.stderr
 
 
@@ -98,14 +153,15 @@ def _replan(work, tmp_path, section, key, value) -> set[str]:
     cfg[section][key] = value
     changed = tmp_path / "changed.yaml"
     changed.write_text(yaml.safe_dump(cfg))
-    res = snakemake(work, "-n", config_files=(changed,))
+    res = tiny(work, "-n", config_files=(changed, TINY_IMAGES))
     return _planned_rules(res.stdout + res.stderr)
 
 
 def test_editing_an_onset_setting_plans_only_onset_figures_and_report(tiny_run, tmp_path):
     rules = _replan(tiny_run[0], tmp_path, "onset", "threshold", 0.6)
     assert "onset" in rules
-    allowed = {"onset", "figures_curves", "report_md", "aggregate", "all"} | {f"figures_onset_{s}" for s in SLUGS}
+    allowed = {"onset", "figures_curves", "report_md", "aggregate", "all"} | {f"figures_onset_{s}" for s in SLUGS} \
+        | {f"figures_grid_{m}" for m in METHODS}  # the grids show the image nearest the median onset
     assert rules <= allowed, rules - allowed
 
 
@@ -119,7 +175,7 @@ def test_changing_the_schedule_reruns_noise_and_everything_after(tiny_run, tmp_p
 def test_nested_command_line_override_reruns_only_its_method(tiny_run):
     """`--config 'attribution={occlusion: {...}}'` is merged and typed (Snakemake hands nested values
     over as strings) and replans Occlusion and what reads it, nothing upstream, no other method."""
-    res = snakemake(tiny_run[0], "attribution={occlusion: {window: [3, 56, 56], stride: [3, 56, 56]}}", "-n")
+    res = tiny(tiny_run[0], "-n", config=["attribution={occlusion: {window: [3, 56, 56], stride: [3, 56, 56]}}"])
     rules = _planned_rules(res.stdout + res.stderr)
     assert {f"attribute_occlusion_{s}" for s in SLUGS} <= rules
     assert not any(r.startswith(("fetch_image", "noise_", "classify_", "attribute_integrated", "attribute_gradient"))
