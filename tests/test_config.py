@@ -95,7 +95,7 @@ def test_nested_command_line_values_are_typed():
 
     cfg = copy.deepcopy(BASE)
     update_config(cfg, parse_config(["noise={seeds: 2, timesteps: [0, 50, 99], beta_end: 0.03}",
-                                     "attribution={seeds: null, occlusion: {window: [3, 15, 15]}}",
+                                     "attribution={seeds: null, occlusion: {window: [3, 15, 15], stride: [3, 8, 8]}}",
                                      "onset={threshold: 0.4}"]))
     assert cfg["noise"]["seeds"] == "2"  # what Snakemake hands over
     cfg = validate_config(cfg, SCHEMA)
