@@ -60,4 +60,7 @@ def all_outputs():
     out += [figure(f"{m}_grid") for m in config["methods"]]
     out += [figure(f"onset_{s}") for s in SLUGS]
     out += ["results/summary/onset_by_category.csv"]
+    out += ["results/analysis/phases.csv", "results/analysis/verdicts.csv", "results/analysis/metrics_by_category.csv"]
+    out += [figure(f"analysis_{s}") for s in SLUGS] + [figure(f"masks_{s}") for s in SLUGS]
+    out += [f"results/figures/animation_{s}.gif" for s in SLUGS]
     return out
