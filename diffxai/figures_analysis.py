@@ -25,7 +25,8 @@ PANELS = (
     ("spectral_centroid", {}, "spectral centroid (cycles/px); grey: input", None),
     ("low_freq_share", {}, "low-frequency share; grey: input", None),
     ("method_spearman", {}, "method agreement (Spearman, 28x28)", 0.0),
-    ("deletion_auc", {"order": "attribution"}, "deletion AUC / p(x) (subset); dotted: random", None),
+    ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true) (subset steps); dotted: random orders",
+     None),
 )
 COLOURS = {"integrated_gradients": "C0", "gradient_shap": "C1", "occlusion": "C2"}
 
@@ -78,7 +79,7 @@ def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: i
             control = f"{name}_input"
             if control in ds:
                 _band(ax, x, ds[control], "0.5", "input itself", n_boot, level, seed, ls="--")
-            if name == "deletion_auc" and "order" in ds[name].dims:
+            if name == "deletion_auc_raw" and "order" in ds[name].dims:
                 rnd = [o for o in ds["order"].values if str(o).startswith("random")]
                 for m in methods if rnd else ():
                     _band(ax, x, ds[name].sel(xai_method=m, order=rnd).mean("order"), COLOURS.get(m, "k"),

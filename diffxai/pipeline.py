@@ -220,40 +220,12 @@ def _onset_tables(dss: dict, cfg: dict):
     images, today's code on all (image, seed) curves flattened, i.e. the class curve is the mean
     over images and seeds but the CI resamples curves, not images then seeds (ons replaces this).
     """
-    import pandas as pd
-
     from . import onset as onset_mod
 
-    n_img = {cls: ds.sizes["image"] for cls, ds in dss.items()}
-    per_image, per_seed = [], []
-    ac = None
-    for i in range(max(n_img.values())):
-        sub = {cls: ds.isel(image=i) for cls, ds in dss.items() if n_img[cls] > i}
-        curves, info, ac = onset_mod.curves_from_datasets(sub)
-        pc, ps = onset_mod.onset_tables(curves, info, ac, **cfg)  # the schema's onset keys are its kwargs
-        pc.insert(1, "image", i)
-        ps.insert(1, "image", i)
-        per_image.append(pc)
-        per_seed.append(ps)
-    per_image = pd.concat(per_image, ignore_index=True)
-    per_seed = pd.concat(per_seed, ignore_index=True)
-    if max(n_img.values()) == 1:
-        per_class = per_image.drop(columns=["image"])
-    else:
-        curves, info, ac = onset_mod.curves_from_datasets({cls: dss[cls].isel(image=0) for cls in dss})
-        for cls, ds in dss.items():
-            p = ds["p_true"].transpose("image", "seed", "step").values.astype(float)
-            curves[cls] = (curves[cls][0], p.reshape(-1, p.shape[-1]), np.arange(p.shape[0] * p.shape[1]))
-        per_class, _ = onset_mod.onset_tables(curves, info, ac, **cfg)
-    per_class.insert(per_class.columns.get_loc("n_seeds"), "n_images", per_class["cls"].map(n_img))
-    per_class["n_seeds"] = per_class["cls"].map({cls: ds.sizes["seed"] for cls, ds in dss.items()})  # per image
-    # order rows by class (as given), then image, then seed
-    order = {cls: j for j, cls in enumerate(dss)}
-    per_image = per_image.sort_values(["cls", "image"], key=lambda c: c.map(order) if c.name == "cls" else c,
-                                      kind="stable", ignore_index=True)
-    per_seed = per_seed.sort_values(["cls", "image"], key=lambda c: c.map(order) if c.name == "cls" else c,
-                                    kind="stable", ignore_index=True)
-    return per_class, per_image, per_seed
+    # (wire: int's diffxai.onset already speaks images and returns three tables; the adapter that
+    # unpacked two broke the onset rule. Its own hierarchical bootstrap replaces the adapter.)
+    curves, info, ac = onset_mod.curves_from_datasets(dss)
+    return onset_mod.onset_tables(curves, info, ac, **cfg)  # the schema's onset keys are its kwargs
 
 
 def _clean_top1(ds) -> np.ndarray:
@@ -653,6 +625,11 @@ def report(onset, onset_images, figures, verdicts, phases, md, config_summary, t
                                                                           gradient_shap) + "\n")
 
 
+def _short(verdict: str) -> str:
+    """A combined verdict for a table cell: the per-method list is in the columns beside it."""
+    return verdict.split(":", 1)[0] + ")" if verdict.startswith("undecided (methods disagree") else verdict
+
+
 STUDY_CLAIMS = ("outline first, details later", "faces at the rise", "stripes then face",
                 "proper classification from 40-60")
 
@@ -675,15 +652,15 @@ def verdict_section(vd, ph, gradient_shap: dict) -> str:
                   "|---|" + "---|" * len(methods)]
         for cls, g in sub.groupby("cls", sort=False):
             by = dict(zip(g["xai_method"], g["verdict"]))
-            lines.append(f"| {cls} | " + " | ".join(f"**{by[m]}**" if m == "combined" and m in by else by.get(m, "–")
-                                                  for m in methods) + " |")
+            cell = lambda m: by.get(m, "–") if m != "combined" else f"**{_short(by.get(m, '–'))}**"  # noqa: E731
+            lines.append(f"| {cls} | " + " | ".join(cell(m) for m in methods) + " |")
         rules = [r for r in dict.fromkeys(sub["rule"])]
         lines += [""] + [f"Rule: {r}" for r in rules] + [""]
     ctl = vd[vd["claim"].str.contains("survives", na=False) & (vd["xai_method"] == "combined")]
     if len(ctl):
         lines += ["### Does the spectral trend survive the controls?", "",
                   "| class | check | verdict (combined over methods) |", "|---|---|---|"]
-        lines += [f"| {r['cls']} | {r['claim']} | {r['verdict']} |" for _, r in ctl.iterrows()]
+        lines += [f"| {r['cls']} | {r['claim']} | {_short(r['verdict'])} |" for _, r in ctl.iterrows()]
         rule = vd.loc[vd["claim"].str.contains("survives", na=False) & (vd["xai_method"] != "combined"), "rule"]
         lines += ["", f"Rule: {rule.iloc[0]}" if len(rule) else "", ""]
     gs = gradient_shap or {}
