@@ -121,7 +121,9 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
             ds = open_store(r / "analysis" / m / f"{s}.zarr")
             assert ds["enrichment"].dims == ("image", "seed", "step", "mask", "part")
             assert ds["enrichment"].shape == (2, 2, 4, 2, 2) and list(ds["mask"].values) == ["outline", "detail"]
-            assert np.isfinite(ds["enrichment"].values).all() and np.isfinite(ds["spectral_centroid"].values).all()
+            # (part=pos is NaN where a map has no positive pixel: the tiny run's 2x2-window Occlusion)
+            assert np.isfinite(ds["enrichment"].sel(part="abs").values).all()
+            assert np.isfinite(ds["spectral_centroid"].values).all()
             # the costly checks on the subset only: image 0, seed 0, steps k = 0 and 99 (steps_every 10)
             sub = ds["in_subset"].values
             assert sub.sum() == 2 and sub[0, 0, 0] and sub[0, 0, -1]
@@ -294,7 +296,7 @@ def test_imagenet1k_plans_gpu_sized_jobs_not_thousands(tmp_path):
     out = res.stdout + res.stderr
     total = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
     rules = _planned_rules(out)
-    assert total < 200, total
+    assert total < 300, total  # 20 shards x (fetch, noise, classify, 3 attribute, 3 analyze, agreement, 2 figures)
     assert sum(r.startswith("attribute_occlusion_shard") for r in rules) == 20
     assert sum(r.startswith("noise_shard") for r in rules) == 20
 
