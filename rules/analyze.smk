@@ -10,21 +10,6 @@
 # summary and the report, a mask change the per-method stores and what follows.
 
 
-def analysis_store(method, slug):
-    return f"results/analysis/{method}/{slug}.zarr"
-
-
-def agreement_store(slug):
-    return f"results/analysis/agreement/{slug}.zarr"
-
-
-ANALYSIS = config["analysis"]
-ANALYSIS_METHOD_KEYS = ("masks", "enrichment", "spectral", "subset", "controls", "faithfulness", "randomization")
-# the gradient-only IG control does not depend on the method: one method's jobs compute it
-GRADIENT_CONTROL_METHOD = (
-    "integrated_gradients" if "integrated_gradients" in config["methods"] else config["methods"][0]
-)
-
 for _method in config["methods"]:
     for _shard, _members in SHARDS.items():
 
