@@ -115,6 +115,8 @@ def representative_image(per_image, candidates: Sequence[int], image: int | None
             raise DiffxaiError(f"config key figures.image: image {image} is not attributed "
                                f"(attributed: {cands}; raise attribution.images)")
         return int(image), "chosen by figures.image"
+    if len(cands) == 1:
+        return cands[0], "the only attributed image"
     if per_image is None or len(per_image) == 0:
         return cands[0], "the first image"
     on = dict(zip(per_image["image"].astype(int), per_image["onset"].astype(float)))
@@ -473,7 +475,7 @@ def onset_panels(cls: str, noised, attributions: Mapping[str, Any], onset_row, o
     else:
         flags = onset_row.get("flags", "") if onset_row is not None else "no onset row"
         sub = f"onset n/a ({flags}); evenly spaced steps"
-    img = f", {image_label}" if image_label else ""
+    img = f"\n{image_label}" if image_label else ""
     fig.suptitle(f"{name}: attributions around the onset, seed {s}{img}\n{sub}; Δk = k − {what or 'onset'}",
-                 fontsize=10)
+                 fontsize=10 if not img else 8)
     return save_figure(fig, out_png, dpi, pdf)

@@ -48,7 +48,8 @@ def _one_line(text: object) -> str:
 
 # --------------------------------------------------------------------------- find
 def _is_image_file(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and path.is_file()
+    # hidden files (macOS "._x.jpg" resource forks, editors' temporaries) are never images
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
 
 
 def _names_synset(name: str, synset: str) -> bool:
@@ -75,9 +76,10 @@ def list_images(image_dir, synset: str) -> list[Path]:
 
     Candidates: ``<synset>_*`` / ``<synset>.*`` files directly in the folder (flat layout) and
     every file in a ``<synset>/`` subfolder (ImageNet train/val tree), with a ``.jpg``, ``.jpeg``
-    or ``.png`` extension in any case. Order: sorted by file name (Python string order, i.e. by
-    code point: ``B.JPEG`` before ``a.jpg``), a flat file before a subfolder file of the same
-    name. Only names are listed here; nothing is opened or hashed (that happens in the fetch job).
+    or ``.png`` extension in any case; hidden (dot) files are left out. Order: sorted by file name
+    (Python string order, i.e. by code point: ``B.JPEG`` before ``a.jpg``), a flat file before a
+    subfolder file of the same name. Only names are listed here; nothing is opened or hashed (that
+    happens in the fetch job).
     """
     folder = _check_image_dir(image_dir, synset)
     try:

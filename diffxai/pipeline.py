@@ -208,56 +208,21 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
 
 
 # -- onset -------------------------------------------------------------------------------------
-PER_IMAGE_EXTRA = ["clean_top1", "never_right_clean"]
-
-
-def _onset_tables(dss: dict, cfg: dict):
-    """(per_class, per_image, per_seed) from probability Datasets with an image axis.
-
-    ADAPTER until diffxai.onset has the image-aware API of CONTRACT.md (helper ons): per image,
-    today's per-class code on that image's (seed, step) curves (so image 0, and a one-image class
-    table, reproduce the one-image pipeline's numbers and RNG draws exactly); per class with several
-    images, today's code on all (image, seed) curves flattened, i.e. the class curve is the mean
-    over images and seeds but the CI resamples curves, not images then seeds (ons replaces this).
-    """
-    from . import onset as onset_mod
-
-    # (wire: int's diffxai.onset already speaks images and returns three tables; the adapter that
-    # unpacked two broke the onset rule. Its own hierarchical bootstrap replaces the adapter.)
-    curves, info, ac = onset_mod.curves_from_datasets(dss)
-    return onset_mod.onset_tables(curves, info, ac, **cfg)  # the schema's onset keys are its kwargs
-
-
-def _clean_top1(ds) -> np.ndarray:
-    """Per image: the fraction of seeds whose top-1 class at the cleanest step is the true class."""
-    pred = ds["pred"].transpose("image", "seed", "step").values
-    last = int(np.argmax(ds["step"].values))
-    return (pred[:, :, last] == int(ds.attrs["class_index"])).mean(axis=1)
-
-
 def onset(probs, per_class, per_image, per_seed, classes, onset):
     """results/onset.csv (per class), onset_images.csv (per image), onset_seeds.csv (per image, seed)."""
+    from . import onset as onset_mod
     from .store import atomic_path
 
     slugs = [c["slug"] for c in classes]
     dss = dict(zip(slugs, _open_all(probs)))
-    pc, pi, ps = _onset_tables(dss, onset)  # when diffxai.onset speaks images: its onset_tables
-    # per image: which file, and whether the classifier gets it right at the clean end
-    files = {(cls, int(i)): str(f) for cls, ds in dss.items()
-             for i, f in zip(ds["image"].values, ds["image_file"].values)}
-    clean = {(cls, int(i)): v for cls, ds in dss.items() for i, v in zip(ds["image"].values, _clean_top1(ds))}
-    keys = list(zip(pi["cls"], pi["image"].astype(int)))
-    if "image_file" not in pi.columns:
-        pi.insert(pi.columns.get_loc("image") + 1, "image_file", [files[k] for k in keys])
-    pi["clean_top1"] = [clean[k] for k in keys]
-    pi["never_right_clean"] = pi["clean_top1"] == 0
+    pc, pi, ps = onset_mod.onset_tables(*onset_mod.curves_from_datasets(dss), **onset)
     for df, dst in ((pc, per_class), (pi, per_image), (ps, per_seed)):
         with atomic_path(dst) as tmp:
             df.to_csv(tmp, index=False, float_format="%.4g")
     for _, r in pc.iterrows():
         log.info("%s: onset %.1f [%.1f, %.1f], %g-crossing %.1f, %d image(s), flags %s", r["cls"], r["onset"],
                  r["onset_lo"], r["onset_hi"], onset["threshold"], r["threshold_cross"], r["n_images"], r["flags"])
-    bad = pi[pi["never_right_clean"]]
+    bad = pi[pi["clean_wrong"]]
     for _, r in bad.iterrows():
         log.warning("%s image %d (%s): the classifier never gets it right clean", r["cls"], r["image"], r["image_file"])
 
@@ -356,11 +321,11 @@ def report_md(onset, onset_images, figures, md, config_summary, threshold):
               f"| class | image | file | onset | 95 % CI | {t} crossing | p at clean end | top-1 right clean | flags |",
               "|---|---|---|---|---|---|---|---|---|"]
     for _, r in pi.iterrows():
-        right = f"{r['clean_top1']:.0%}" + (" **never right clean**" if r["never_right_clean"] else "")
+        right = f"{r['clean_top1']:.0%}" + (" **never right clean**" if r["clean_wrong"] else "")
         lines.append(f"| {r['cls']} | {r['image']} | `{r['image_file']}` | {f(r['onset'])} | "
                      f"[{f(r['onset_lo'])}, {f(r['onset_hi'])}] | {f(r['threshold_cross'])} | "
                      f"{r['p_clean']:.2f} | {right} | {r['flags']} |")
-    never = pi[pi["never_right_clean"]]
+    never = pi[pi["clean_wrong"]]
     if len(never):
         lines += ["", f"{len(never)} image(s) the classifier never gets right clean: " +
                   ", ".join(f"{r['cls']} image {r['image']} (`{r['image_file']}`)" for _, r in never.iterrows())]

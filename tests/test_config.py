@@ -33,6 +33,10 @@ def test_defaults_fill_a_minimal_config():
     assert cfg["attribution"]["occlusion"]["window"] == [3, 15, 15]
     assert cfg["onset"]["threshold"] == 0.5
     assert cfg["classifier"] == "efficientnet_lite0"
+    assert (cfg["images_per_class"], cfg["image_seed"], cfg["min_images_per_class"], cfg["skip_bad_images"]) == \
+        (1, None, None, False)
+    assert cfg["attribution"]["images"] == 1 and cfg["figures"]["image"] is None
+    assert cfg["download_dir"] == "resources/downloads"
 
 
 def test_shipped_configs_are_valid():
@@ -62,6 +66,12 @@ def test_shipped_configs_are_valid():
     (dict(noise__typo_key=1), "noise"),
     (dict(classes="some"), "classes"),
     (dict(image__crop=300), "image.crop"),
+    (dict(images_per_class=0), "images_per_class"),
+    (dict(images_per_class=2, min_images_per_class=3), "min_images_per_class"),
+    (dict(attribution__images=2), "attribution.images"),  # more than images_per_class (1)
+    (dict(images_per_class=3, attribution__images=2, figures__image=2), "figures.image"),
+    (dict(skip_bad_images="yes please"), "skip_bad_images"),
+    (dict(image_seed=-1), "image_seed"),
 ])
 def test_bad_values_name_the_key(patch, culprit):
     with pytest.raises(DiffxaiError) as e:
@@ -85,7 +95,7 @@ def test_nested_command_line_values_are_typed():
 
     cfg = copy.deepcopy(BASE)
     update_config(cfg, parse_config(["noise={seeds: 2, timesteps: [0, 50, 99], beta_end: 0.03}",
-                                     "attribution={seeds: null, occlusion: {window: [3, 15, 15]}}",
+                                     "attribution={seeds: null, occlusion: {window: [3, 15, 15], stride: [3, 8, 8]}}",
                                      "onset={threshold: 0.4}"]))
     assert cfg["noise"]["seeds"] == "2"  # what Snakemake hands over
     cfg = validate_config(cfg, SCHEMA)

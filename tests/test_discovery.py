@@ -28,6 +28,7 @@ def test_list_images_flat_and_tree_sorted_by_name(tmp_path):
     tree = build_image_tree(tmp_path / "tree", [TIGER], layout="tree")
     (tree / f"{TIGER}_0_flat.jpg").write_bytes((tree / TIGER / f"{TIGER}_a_orig.JPG").read_bytes())
     (tree / TIGER / "notes.txt").write_text("not an image")
+    (tree / TIGER / f"._{TIGER}_a_orig.JPG").write_bytes(b"\x00\x05\x16\x07")  # a macOS resource fork
     got = [p.relative_to(tree).as_posix() for p in list_images(tree, TIGER)]
     assert got[0] == f"{TIGER}_0_flat.jpg" and len(got) == 5  # flat and subfolder together, by name
     assert got[1:] == [f"{TIGER}/{TIGER}_{v}" for v in ("a_orig.JPG", "b_flip.JPEG", "c_crop.JPG", "d_rot.PNG")]

@@ -94,5 +94,6 @@ def test_representative_image_is_nearest_the_median_onset():
     assert representative_image(rows, [0, 1, 2], image=1) == (1, "chosen by figures.image")
     with pytest.raises(DiffxaiError, match="figures.image"):
         representative_image(rows, [0], image=2)
+    assert representative_image(rows, [3]) == (3, "the only attributed image")
     none = pd.DataFrame({"image": [0, 1], "onset": [np.nan, np.nan]})
     assert representative_image(none, [0, 1])[0] == 0

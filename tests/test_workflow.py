@@ -95,7 +95,7 @@ def test_every_output_of_the_tiny_dag(tiny_run):
     assert (per_class["n_images"] == 3).all() and (per_class["n_seeds"] == 2).all()
     per_image = pd.read_csv(r / "onset_images.csv")
     assert len(per_image) == 3 * len(SLUGS) and list(per_image["image"][:3]) == [0, 1, 2]
-    assert {"image_file", "clean_top1", "never_right_clean"} <= set(per_image.columns)
+    assert {"image_file", "clean_top1", "clean_wrong"} <= set(per_image.columns)
     per_seed = pd.read_csv(r / "onset_seeds.csv")
     assert len(per_seed) == 3 * 2 * len(SLUGS) and {"cls", "image", "seed"} <= set(per_seed.columns)
     for name in ["softmax_curves"] + [f"{m}_grid" for m in METHODS]:
