@@ -5,6 +5,7 @@
 #   snakemake --cores all --configfile config/paper.yaml   # the study's full settings (GPU)
 #
 # DAG: fetch_image -> noise -> classify -> attribute_<method> -> onset -> figures -> report
+#      attribute_<method> -> analyze_<method>, analyze_agreement -> analysis_summary -> report
 import os
 
 from snakemake.utils import min_version
@@ -22,6 +23,7 @@ include: "rules/noise.smk"
 include: "rules/classify.smk"
 include: "rules/attribute.smk"
 include: "rules/onset.smk"
+include: "rules/analyze.smk"
 include: "rules/figures.smk"
 include: "rules/report.smk"
 

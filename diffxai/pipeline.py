@@ -343,3 +343,304 @@ def aggregate(onset, by_category, by_category_png, by_category_pdf, histogram, h
     agg.summarise(pd.read_csv(onset), None, by_category=by_category, by_category_png=by_category_png,
                   by_category_pdf=by_category_pdf, histogram=histogram, histogram_pdf=histogram_pdf,
                   extremes=extremes)  # None: the packaged class table
+
+
+# -- analysis (issue 12; numerics in diffxai.analysis, docs/ANALYSIS.md) -------------------------
+def _clean_rgb(folder) -> np.ndarray:
+    """(N, H, W, 3) uint8: every fetched image of a class folder, in image order."""
+    from PIL import Image
+
+    from .fetch import image_name
+
+    out = []
+    for e in read_manifest(folder)["images"]:
+        with Image.open(Path(folder) / image_name(e["image"])) as im:
+            out.append(np.asarray(im.convert("RGB")))
+    return np.stack(out)
+
+
+def _in_analysis_subset(c: dict, classes) -> bool:
+    """Whether class ``c`` gets the costly checks (analysis.subset.classes: synsets or slugs; None: all)."""
+    return classes is None or c["slug"] in classes or c["synset"] in classes
+
+
+def analyze(noised, attributions, images, probs, analyses, method, settings, ig_settings, analysis,
+            classes, classifier, output, device, gradient_only):
+    """results/analysis/{method}/{cls}.zarr: every per-method metric of diffxai.analysis.stage
+    (dims image, seed, step[, mask, part, order, fraction, depth]), ``p_true`` beside them and the
+    masks used (``mask_pixels``). ``gradient_only``: this job also computes the method-independent
+    gradient-only IG control (one method's job does, the summary shares it)."""
+    from .analysis import masks as MK
+    from .analysis.stage import analyze_method, engine_attribute_fn, merged_settings, user_mask_folder
+    from .attribution import EngineOptions, method_spec
+    from .classify import resolve_device
+    from .models import load_classifier
+    from .store import json_attr, open_store, write_dataset
+
+    s = merged_settings(analysis)
+    dev = resolve_device(device)
+    model = load_classifier(classifier, dev)
+    options = EngineOptions(device=dev, output=output)
+    attribute_fn = engine_attribute_fn(method_spec(method, settings), options)
+    gradient_fn = (engine_attribute_fn(method_spec("integrated_gradients", {**ig_settings, "multiply_by_inputs": False}),
+                                       options) if gradient_only else None)
+    for c, src, asrc, folder, psrc, dst in zip(classes, noised, attributions, images, probs, analyses):
+        t0 = time.perf_counter()
+        nds, ads, pds = open_store(src), open_store(asrc), open_store(psrc)
+        rgb = _clean_rgb(folder)
+        masks = MK.class_masks(rgb, s["masks"], user_mask_folder(s["masks"]["folder"], nds.attrs))
+        costly = _in_analysis_subset(c, s["subset"]["classes"])
+        ds = analyze_method(nds, ads, rgb, model if costly else None, s,
+                            attribute_fn=attribute_fn if costly else None,
+                            gradient_fn=gradient_fn if costly else None, masks=masks, method=method)
+        imgs = ds["image"].values
+        p = probs_at(pds, ds)
+        ds["p_true"] = (("image", "seed", "step"), p)
+        ds["mask_pixels"] = (("mask", "image", "y", "x"),
+                             np.stack([np.asarray(masks[m])[imgs] for m in ds["mask"].values]).astype(np.uint8))
+        for k in ("image_file", "image_sha256"):
+            if k in ads.coords:
+                ds = ds.assign_coords({k: ("image", ads[k].values)})
+        ds.attrs.update(_class_attrs(c), xai_method=method, method_settings=json_attr(settings),
+                        analysis=json_attr(s), costly_checks=costly, classifier=classifier, device=dev,
+                        gradient_only_control=bool(gradient_only and costly),
+                        seconds=round(time.perf_counter() - t0, 2), **_versions())
+        ds.attrs.pop("method", None)
+        write_dataset(ds, dst)
+        log.info("%s %s: %d maps analysed (%s checks) in %.1f s -> %s", method, c["slug"],
+                 int(np.prod([ds.sizes[d] for d in ("image", "seed", "step")])),
+                 "costly and cheap" if costly else "cheap", time.perf_counter() - t0, dst)
+
+
+def probs_at(pds, ds) -> np.ndarray:
+    """p_true of a probs store at the (image, seed, step) labels of ``ds``."""
+    from .analysis.stage import _take
+
+    p = pds["p_true"]
+    for d in ("image", "seed", "step"):
+        p = _take(p, d, ds[d].values)
+    return np.asarray(p.transpose("image", "seed", "step").values, dtype=np.float64)
+
+
+def analyze_agreement(attributions, agreements, classes, methods, agreement):
+    """results/analysis/agreement/{cls}.zarr: method-method and seed-seed agreement on a common grid."""
+    from .analysis.stage import analyze_agreement as agree
+    from .store import open_store, write_dataset
+
+    paths = iter(attributions)
+    for c, dst in zip(classes, agreements):
+        ads = {m: open_store(next(paths)) for m in methods}
+        ds = agree(ads, {"agreement": agreement})
+        ds.attrs.update(_class_attrs(c))
+        write_dataset(ds, dst)
+        log.info("%s: agreement of %s -> %s", c["slug"], ", ".join(methods), dst)
+
+
+def class_analysis(method_stores: dict, agreement_store=None):
+    """One class's analysis Dataset along ``xai_method`` (what analysis.stage.analyze_class
+    returns) from the per-method stores and the agreement store; the gradient-only control (one
+    job computes it) is shared by every method."""
+    import xarray as xr
+
+    per = [ds.drop_vars(["mask_pixels"], errors="ignore").expand_dims(xai_method=[m])
+           for m, ds in method_stores.items()]
+    ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
+                   join="outer", combine_attrs="drop_conflicts")
+    for k in ("spectral_centroid_gradient_only", "low_freq_share_gradient_only", "p_true",
+              "spectral_centroid_input", "low_freq_share_input"):
+        if k in ds:  # method-independent: one copy (the first method that has it)
+            v = ds[k]
+            have = [m for m in ds["xai_method"].values if np.isfinite(v.sel(xai_method=m).values).any()]
+            ds[k] = v.sel(xai_method=have[0] if have else ds["xai_method"].values[0], drop=True)
+    if agreement_store is not None:
+        ag = agreement_store
+        ds = ds.assign({k: ag[k].variable for k in ag.data_vars if k.startswith("method_")})
+        for k in ag.data_vars:
+            if k.startswith("seed_"):
+                ds[k] = ag[k]
+        if "pair" in ag.coords:
+            ds = ds.assign_coords(pair=ag["pair"].values)
+    return ds
+
+
+def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category, classes, methods, analysis):
+    """results/analysis/phases.csv (class x method x metric: before/around/after, paired changes,
+    CIs), verdicts.csv (claim, class, method or 'combined', verdict, rule, numbers) and
+    metrics_by_category.csv (per category, method and key metric: the classes' phase means)."""
+    import pandas as pd
+
+    from .analysis import verdicts as VE
+    from .analysis.stage import merged_settings, summarize_class
+    from .classes import class_table_df
+    from .store import atomic_path, open_store
+
+    s = merged_settings(analysis)
+    table = pd.read_csv(onset).set_index("cls")
+    paths = iter(analyses)
+    all_phases, all_verdicts = [], []
+    for c, agsrc in zip(classes, agreements):
+        stores = {m: open_store(next(paths)) for m in methods}
+        ds = class_analysis(stores, open_store(agsrc))
+        row = table.loc[c["slug"]].to_dict() if c["slug"] in table.index else None
+        # claim_classes name synsets: judge with the synset, report with the slug
+        ph, vd = summarize_class(ds, row, c["synset"], s)
+        ph.insert(0, "cls", c["slug"])
+        ph.insert(1, "synset", c["synset"])
+        vd["cls"], vd["synset"] = c["slug"], c["synset"]
+        all_phases.append(ph)
+        all_verdicts.append(vd)
+        log.info("%s: %d phase rows, verdicts: %s", c["slug"], len(ph),
+                 "; ".join(f"{r['xai_method']} {r['claim']}: {r['verdict']}" for _, r in vd.iterrows()
+                           if not r["claim"].startswith(("spectral", "low_freq"))))
+    ph = pd.concat(all_phases, ignore_index=True)
+    vd = pd.concat(all_verdicts, ignore_index=True)
+    comb = VE.combine_methods(vd)   # per (class, claim): one verdict over the methods
+    comb["xai_method"], comb["evidence"] = "combined", ""
+    comb["synset"] = comb["cls"].map(dict(zip(vd["cls"], vd["synset"])))
+    vd = pd.concat([vd, comb], ignore_index=True)
+    vd = vd[["claim", "cls", "synset", "xai_method", "verdict", "rule", "evidence"]]
+    cats = category_summary(ph, class_table_df())
+    for df, dst in ((ph, phases), (vd, verdicts), (cats, by_category)):
+        with atomic_path(dst) as tmp:
+            df.to_csv(tmp, index=False, float_format="%.5g")
+
+
+#: metrics the per-category summary keeps (rows of the phase table)
+CATEGORY_METRICS = ("enrichment[mask=outline,part=abs]", "enrichment[mask=detail,part=abs]", "spectral_centroid",
+                    "low_freq_share", "method_spearman", "deletion_auc[order=attribution]", "insertion_auc[order=attribution]")
+
+
+def category_summary(ph, class_table) -> "pd.DataFrame":
+    """Per (category, method, metric): classes, and the median over classes of each phase mean
+    and of the paired changes; for many-class runs (the 1000-class config)."""
+    import pandas as pd
+
+    from .aggregate import with_category
+
+    keep = ph[ph["metric"].isin(CATEGORY_METRICS)].copy()
+    cols = ["category", "xai_method", "metric", "n_classes", "before", "around", "after",
+            "after_minus_before", "around_minus_before", "n_change_ci_above_0", "n_change_ci_below_0"]
+    if keep.empty:
+        return pd.DataFrame(columns=cols)
+    keep = with_category(keep, class_table)
+    rows = []
+    for (cat, m, metric), g in keep.groupby(["category", "xai_method", "metric"], sort=True):
+        rows.append({"category": cat, "xai_method": m, "metric": metric, "n_classes": g["cls"].nunique(),
+                     **{k: g[k].median() for k in ("before", "around", "after", "after_minus_before",
+                                                   "around_minus_before")},
+                     "n_change_ci_above_0": int((g["after_minus_before_lo"] > 0).sum()),
+                     "n_change_ci_below_0": int((g["after_minus_before_hi"] < 0).sum())})
+    return pd.DataFrame(rows, columns=cols)
+
+
+def figure_analysis(noised, images, attributions, analyses, agreements, onset, onset_images, analysis_png, masks_png,
+                    animation_gif, classes, methods, aligned, image=None, animation_ms=250):
+    """Per class: metrics vs step and log-SNR (analysis_{cls}.png), the masks over the clean images
+    (masks_{cls}.png) and a GIF across steps (animation_{cls}.gif) of the representative image."""
+    import pandas as pd
+
+    from . import figures_analysis as FA
+    from .figures import representative_image
+    from .store import open_store
+
+    table = pd.read_csv(onset).set_index("cls")
+    per_image = pd.read_csv(onset_images)
+    a_paths, s_paths = iter(attributions), iter(analyses)
+    for c, src, folder, agsrc, png, mpng, gif in zip(classes, noised, images, agreements, analysis_png, masks_png,
+                                                     animation_gif):
+        slug = c["slug"]
+        ads = {m: open_store(next(a_paths)) for m in methods}
+        stores = {m: open_store(next(s_paths)) for m in methods}
+        ds = class_analysis(stores, open_store(agsrc))
+        row = table.loc[slug].to_dict() if slug in table.index else None
+        FA.metric_figure(ds, row, slug, png, n_boot=min(int(aligned["n_boot"]), 500), level=float(aligned["level"]),
+                         seed=int(aligned["seed"]))
+        first = stores[methods[0]]
+        mp = first["mask_pixels"].transpose("mask", "image", "y", "x")
+        nds = open_store(src)
+        imgs = [int(i) for i in first["image"].values]
+        rgb = _clean_rgb(folder)[imgs]
+        FA.masks_figure(rgb, {str(m): mp.sel(mask=m).values.astype(bool) for m in mp["mask"].values}, slug, mpng,
+                        image_labels=[f"image {i} ({nds['image_file'].values[i]})" for i in imgs])
+        i, why = representative_image(per_image[per_image["cls"] == slug], imgs, image)
+        nds_i = _take_steps(nds.sel(image=i), first["step"].values)
+        FA.animation(nds_i, {m: a.sel(image=i) for m, a in ads.items()},
+                     first["p_true"].sel(image=i).transpose("seed", "step").values, row, slug, gif,
+                     frame_ms=animation_ms,
+                     label=f"image {i} ({why})")
+
+
+def _take_steps(ds, steps):
+    from .analysis.stage import _take
+
+    return _take(ds, "step", steps)
+
+
+def report(onset, onset_images, figures, verdicts, phases, md, config_summary, threshold, gradient_shap):
+    """results/report.md: the onset report (report_md) and the analysis verdict table, the rules
+    beside it, and the note on GradientSHAP's settings."""
+    import pandas as pd
+
+    from .store import atomic_path
+
+    report_md(onset, onset_images, figures, md, config_summary, threshold)
+    base = Path(md).read_text()
+    with atomic_path(md) as tmp:
+        Path(tmp).write_text(base.rstrip("\n") + "\n\n" + verdict_section(pd.read_csv(verdicts), pd.read_csv(phases),
+                                                                          gradient_shap) + "\n")
+
+
+def _short(verdict: str) -> str:
+    """A combined verdict for a table cell: the per-method list is in the columns beside it."""
+    return verdict.split(":", 1)[0] + ")" if verdict.startswith("undecided (methods disagree") else verdict
+
+
+STUDY_CLAIMS = ("outline first, details later", "faces at the rise", "stripes then face",
+                "proper classification from 40-60")
+
+
+def verdict_section(vd, ph, gradient_shap: dict) -> str:
+    """Markdown: per claim of the study a table class x method (and combined) of verdicts, the rule
+    under each table; the spectral controls; the GradientSHAP note."""
+    lines = ["## Verdicts on the study's claims", "",
+             "Computed from `results/analysis/phases.csv` (each metric before the onset, k < k* − before; "
+             "around it, |k − k*| <= around; after it, k > k* + after; paired changes per (image, seed) "
+             "with hierarchical-bootstrap CIs) and `results/onset.csv`; all verdicts with their numbers are in "
+             "`results/analysis/verdicts.csv`. *combined*: over the methods (supported only if every method's "
+             "verdict is; undecided when they disagree).", ""]
+    methods = [m for m in dict.fromkeys(vd["xai_method"]) if m != "combined"] + ["combined"]
+    for claim in STUDY_CLAIMS:
+        sub = vd[vd["claim"] == claim]
+        if sub.empty:
+            continue
+        lines += [f"### {claim}", "", "| class | " + " | ".join(methods) + " |",
+                  "|---|" + "---|" * len(methods)]
+        for cls, g in sub.groupby("cls", sort=False):
+            by = dict(zip(g["xai_method"], g["verdict"]))
+            cell = lambda m: by.get(m, "–") if m != "combined" else f"**{_short(by.get(m, '–'))}**"  # noqa: E731
+            lines.append(f"| {cls} | " + " | ".join(cell(m) for m in methods) + " |")
+        rules = [r for r in dict.fromkeys(sub["rule"])]
+        lines += [""] + [f"Rule: {r}" for r in rules] + [""]
+    ctl = vd[vd["claim"].str.contains("survives", na=False) & (vd["xai_method"] == "combined")]
+    if len(ctl):
+        lines += ["### Does the spectral trend survive the controls?", "",
+                  "| class | check | verdict (combined over methods) |", "|---|---|---|"]
+        lines += [f"| {r['cls']} | {r['claim']} | {_short(r['verdict'])} |" for _, r in ctl.iterrows()]
+        rule = vd.loc[vd["claim"].str.contains("survives", na=False) & (vd["xai_method"] != "combined"), "rule"]
+        lines += ["", f"Rule: {rule.iloc[0]}" if len(rule) else "", ""]
+    gs = gradient_shap or {}
+    lines += ["### A note on GradientSHAP's settings", "",
+              "GradientSHAP with a zero baseline (`baselines: zero`) and `stdevs: 0` is a Monte-Carlo estimate of "
+              "Integrated Gradients' path integral: each sample takes the gradient at a uniformly drawn point "
+              "α·x on the straight path from 0 to x and multiplies it by x, so its expectation is IG's map and "
+              "its maps differ from IG's only by the sampling noise of `n_samples` draws (method agreement "
+              "between the two measures exactly that, not a second view of the classifier).",
+              "",
+              f"This run uses `gradient_shap: {json.dumps(gs, sort_keys=True)}`"
+              + (" — the paper config's setting (zero baseline, stdevs 0, n_samples 20)."
+                 if gs.get("baselines", "zero") == "zero" and not gs.get("stdevs") else "."),
+              "More informative: a baseline *distribution* (`baselines: uniform`, `n_baselines: 16`: U(−1, 1) "
+              "noise images, which asks what the classifier sees relative to noise — the trajectory's own "
+              "end point) and input noise (`stdevs` > 0, SmoothGrad-like); `config/gradient_shap_noise.yaml` "
+              "sets both.", ""]
+    return "\n".join(lines)

@@ -50,6 +50,23 @@ def attribution_store(method, slug):
     return f"results/attributions/{method}/{slug}.zarr"
 
 
+def analysis_store(method, slug):
+    return f"results/analysis/{method}/{slug}.zarr"
+
+
+def agreement_store(slug):
+    return f"results/analysis/agreement/{slug}.zarr"
+
+
+ANALYSIS = config["analysis"]
+# the analysis: keys the per-method analysis jobs read (their params carry only these)
+ANALYSIS_METHOD_KEYS = ("masks", "enrichment", "spectral", "subset", "controls", "faithfulness", "randomization")
+# the gradient-only IG control does not depend on the method: one method's jobs compute it
+GRADIENT_CONTROL_METHOD = (
+    "integrated_gradients" if "integrated_gradients" in config["methods"] else config["methods"][0]
+)
+
+
 def figure(name):
     return f"results/figures/{name}.png"
 
@@ -60,4 +77,7 @@ def all_outputs():
     out += [figure(f"{m}_grid") for m in config["methods"]]
     out += [figure(f"onset_{s}") for s in SLUGS]
     out += ["results/summary/onset_by_category.csv"]
+    out += ["results/analysis/phases.csv", "results/analysis/verdicts.csv", "results/analysis/metrics_by_category.csv"]
+    out += [figure(f"analysis_{s}") for s in SLUGS] + [figure(f"masks_{s}") for s in SLUGS]
+    out += [f"results/figures/animation_{s}.gif" for s in SLUGS]
     return out

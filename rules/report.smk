@@ -1,14 +1,20 @@
-# A Markdown summary (onsets next to the study's) and cross-class aggregates.
+# A Markdown summary (onsets next to the study's, the analysis verdicts) and cross-class aggregates.
 rule report_md:
     input:
         onset="results/onset.csv",
         onset_images="results/onset_images.csv",
-        figures=[figure("softmax_curves")] + [figure(f"{m}_grid") for m in config["methods"]],
+        figures=[figure("softmax_curves")] + [figure(f"{m}_grid") for m in config["methods"]]
+        + [figure(f"analysis_{s}") for s in SLUGS],
+        verdicts="results/analysis/verdicts.csv",
+        phases="results/analysis/phases.csv",
     output:
         md="results/report.md",
     params:
-        config_summary={k: config[k] for k in ("classifier", "images_per_class", "noise", "attribution", "onset")},
+        config_summary={
+            k: config[k] for k in ("classifier", "images_per_class", "noise", "attribution", "onset", "analysis")
+        },
         threshold=config["onset"]["threshold"],
+        gradient_shap=config["attribution"]["gradient_shap"],
     log:
         "results/logs/report_md.log",
     conda:

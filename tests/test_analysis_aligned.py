@@ -112,6 +112,10 @@ def test_combine_methods():
     f = pd.DataFrame([{"xai_method": m, "cls": "c", "claim": "x", "verdict": v}
                       for m, v in (("ig", V.SUPPORTED), ("occ", V.SUPPORTED))] +
                      [{"xai_method": m, "cls": "c", "claim": "y", "verdict": v}
-                      for m, v in (("ig", V.SUPPORTED), ("occ", V.NOT_SUPPORTED))])
+                      for m, v in (("ig", V.SUPPORTED), ("occ", V.NOT_SUPPORTED))] +
+                     [{"xai_method": m, "cls": "c", "claim": "z", "verdict": V.undecided("no face mask")}
+                      for m in ("ig", "occ")])
     out = V.combine_methods(f).set_index("claim")["verdict"]
-    assert out["x"] == V.SUPPORTED and out["y"].startswith("undecided (methods: ig: supported; occ: not supported")
+    assert out["x"] == V.SUPPORTED
+    assert out["y"].startswith("undecided (methods disagree: ig: supported; occ: not supported")
+    assert out["z"] == "undecided (no face mask)", "the same undecided everywhere stays itself"

@@ -111,6 +111,57 @@ def test_every_output_of_the_tiny_dag(tiny_run):
     assert "Traceback" not in log
 
 
+def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
+    """The analysis stage (issue 12): per method and class a store over the attributed images, seeds
+    and steps, agreement, the phase and verdict tables, the figures and the report's verdict table."""
+    work, _ = tiny_run
+    r = work / "results"
+    for s in SLUGS:
+        for m in METHODS:
+            ds = open_store(r / "analysis" / m / f"{s}.zarr")
+            assert ds["enrichment"].dims == ("image", "seed", "step", "mask", "part")
+            assert ds["enrichment"].shape == (2, 2, 4, 2, 2) and list(ds["mask"].values) == ["outline", "detail"]
+            # (part=pos is NaN where a map has no positive pixel: the tiny run's 2x2-window Occlusion)
+            assert np.isfinite(ds["enrichment"].sel(part="abs").values).all()
+            assert np.isfinite(ds["spectral_centroid"].values).all()
+            # the costly checks on the subset only: image 0, seed 0, steps k = 0 and 99 (steps_every 10)
+            sub = ds["in_subset"].values
+            assert sub.sum() == 2 and sub[0, 0, 0] and sub[0, 0, -1]
+            d = ds["deletion_auc_raw"].sel(order="attribution").values
+            assert np.isfinite(d[sub]).all() and np.isnan(d[~sub]).all()
+            assert ("randomization_spearman" in ds) == (m != "occlusion")
+            assert ds["mask_pixels"].shape == (2, 2, 224, 224)
+            assert (r / "benchmarks" / f"analyze_{m}" / f"{s}.tsv").is_file()
+        assert "spectral_centroid_gradient_only" in open_store(r / "analysis" / "integrated_gradients" / f"{s}.zarr")
+        ag = open_store(r / "analysis" / "agreement" / f"{s}.zarr")
+        assert ag["method_spearman"].dims == ("pair", "image", "seed", "step") and ag.sizes["pair"] == 3
+        assert (r / "figures" / f"analysis_{s}.png").stat().st_size > 10_000
+        assert (r / "figures" / f"masks_{s}.png").stat().st_size > 10_000
+        gif = Image.open(r / "figures" / f"animation_{s}.gif")
+        assert gif.format == "GIF" and gif.n_frames == 4
+    phases = pd.read_csv(r / "analysis" / "phases.csv")
+    assert {"cls", "xai_method", "metric", "before", "before_lo", "before_hi", "after_minus_before",
+            "after_minus_before_lo", "after_minus_before_hi"} <= set(phases.columns)
+    assert set(phases["cls"]) == set(SLUGS) and set(phases["xai_method"]) == set(METHODS)
+    verdicts = pd.read_csv(r / "analysis" / "verdicts.csv")
+    assert list(verdicts.columns) == ["claim", "cls", "synset", "xai_method", "verdict", "rule", "evidence"]
+    assert set(verdicts["xai_method"]) == set(METHODS) | {"combined"}
+    claims = set(verdicts["claim"])
+    assert {"outline first, details later", "proper classification from 40-60", "faces at the rise",
+            "stripes then face"} <= claims
+    assert verdicts["verdict"].str.match(r"^(supported|not supported|undecided)").all()
+    # without user masks the face/stripes claims cannot be decided
+    assert (verdicts.loc[verdicts["claim"] == "stripes then face", "verdict"].str.startswith("undecided")).all()
+    assert (verdicts.loc[verdicts["claim"] == "faces at the rise", "cls"] == "persian_cat").all()
+    assert pd.read_csv(r / "analysis" / "metrics_by_category.csv")["category"].eq("animal").all()
+    report = (r / "report.md").read_text()
+    assert "## Verdicts on the study's claims" in report and "Rule: supported if" in report
+    assert "| class | integrated_gradients | gradient_shap | occlusion | combined |" in report
+    assert "Monte-Carlo estimate" in report
+    for s in SLUGS:
+        assert f"| {s} | " in report.split("## Verdicts")[1]
+
+
 def _declared_outputs(work) -> set[str]:
     """Every output path the rules declare for this run, from ``snakemake --summary``."""
     res = tiny(work, "--summary")
@@ -161,7 +212,8 @@ def test_editing_an_onset_setting_plans_only_onset_figures_and_report(tiny_run, 
     rules = _replan(tiny_run[0], tmp_path, "onset", "threshold", 0.6)
     assert "onset" in rules
     allowed = {"onset", "figures_curves", "report_md", "aggregate", "all"} | {f"figures_onset_{s}" for s in SLUGS} \
-        | {f"figures_grid_{m}" for m in METHODS}  # the grids show the image nearest the median onset
+        | {f"figures_grid_{m}" for m in METHODS} \
+        | {"analysis_summary"} | {f"figures_analysis_{s}" for s in SLUGS}  # the phases are centred on the onset
     assert rules <= allowed, rules - allowed
 
 
@@ -180,6 +232,19 @@ def test_nested_command_line_override_reruns_only_its_method(tiny_run):
     assert {f"attribute_occlusion_{s}" for s in SLUGS} <= rules
     assert not any(r.startswith(("fetch_image", "noise_", "classify_", "attribute_integrated", "attribute_gradient"))
                    for r in rules), rules
+
+
+def test_an_analysis_setting_replans_only_analysis_its_figures_and_the_report(tiny_run):
+    """`--config 'analysis={...}'` after the tiny run: a mask setting reruns the per-method analysis
+    stores and what reads them; a verdict setting only the summary and the report; nothing upstream."""
+    res = tiny(tiny_run[0], "-n", config=["analysis={masks: {outline: {fraction: 0.2}}}"])
+    rules = _planned_rules(res.stdout + res.stderr)
+    assert {f"analyze_{m}_{s}" for m in METHODS for s in SLUGS} <= rules
+    allowed = {f"analyze_{m}_{s}" for m in METHODS for s in SLUGS} | {f"figures_analysis_{s}" for s in SLUGS} \
+        | {"analysis_summary", "report_md", "all"}
+    assert rules <= allowed, rules - allowed
+    res = tiny(tiny_run[0], "-n", config=["analysis={verdicts: {proper_window: [30, 70]}}"])
+    assert _planned_rules(res.stdout + res.stderr) == {"analysis_summary", "report_md", "all"}
 
 
 def test_kill_9_during_attribution_then_resume(tmp_path):
@@ -231,7 +296,7 @@ def test_imagenet1k_plans_gpu_sized_jobs_not_thousands(tmp_path):
     out = res.stdout + res.stderr
     total = int(re.search(r"^total\s+(\d+)$", out, re.M).group(1))
     rules = _planned_rules(out)
-    assert total < 200, total
+    assert total < 300, total  # 20 shards x (fetch, noise, classify, 3 attribute, 3 analyze, agreement, 2 figures)
     assert sum(r.startswith("attribute_occlusion_shard") for r in rules) == 20
     assert sum(r.startswith("noise_shard") for r in rules) == 20
 

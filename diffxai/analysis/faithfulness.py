@@ -67,7 +67,9 @@ def pixel_counts(fractions: Sequence[float], n_pixels: int) -> np.ndarray:
 def target_scores(model: nn.Module, inputs: torch.Tensor, targets: torch.Tensor,
                   output: str = "softmax") -> torch.Tensor:
     """p(target) (``softmax``) or the target logit (``logit``) for a batch."""
-    logits = model(inputs)
+    param = next(model.parameters(), None)   # inputs follow the model (a CUDA model, CPU maps)
+    logits = model(inputs if param is None else inputs.to(param.device))
+    targets = targets.to(logits.device)
     if output == "softmax":
         logits = logits.softmax(-1)
     elif output != "logit":

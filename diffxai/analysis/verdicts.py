@@ -221,7 +221,8 @@ def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectr
 
 
 COMBINE_RULE = ("across methods: supported if every method's verdict is supported, not supported if "
-                "every one is not supported, else undecided (the methods' verdicts are listed)")
+                "every one is not supported, the methods' common verdict if they all give the same "
+                "undecided, else undecided (methods disagree; their verdicts are listed)")
 
 
 def combine_methods(frame: pd.DataFrame) -> pd.DataFrame:
@@ -233,7 +234,9 @@ def combine_methods(frame: pd.DataFrame) -> pd.DataFrame:
             v = SUPPORTED
         elif all(v == NOT_SUPPORTED for v in vs):
             v = NOT_SUPPORTED
+        elif len(set(vs)) == 1:
+            v = vs[0]
         else:
-            v = undecided("methods: " + "; ".join(f"{m}: {x}" for m, x in zip(g.get("xai_method", [""] * len(vs)), vs)))
+            v = undecided("methods disagree: " + "; ".join(f"{m}: {x}" for m, x in zip(g.get("xai_method", [""] * len(vs)), vs)))
         rows.append({"cls": cls, "claim": claim, "verdict": v, "rule": COMBINE_RULE})
     return pd.DataFrame(rows)
