@@ -9,7 +9,8 @@
 # Options: --wheelhouse DIR (default .whl; empty/missing: use the current environment as is),
 #          --images DIR (default .devdata/images, else ../shared/data/imagenet-samples),
 #          --runs "paper shard50 paper_compiled" (which runs, in order; a run that finds no
-#          time left is skipped), --budget SECONDS (the whole script's wall limit;
+#          time left is skipped; paper_quick: the study's settings on 2 classes x 20 steps, a
+#          short check of the whole path, analysis included), --budget SECONDS (the whole script's wall limit;
 #          each run gets what is left, minus a reserve for packing; default 540).
 # Carried to the device (both git-ignored): .whl/ and .devdata/images/ (bench/prepare_device.sh).
 # Output in $OUT (default ./flow-out): summary.json, env.txt, <run>.tar.gz (results of each run
@@ -75,6 +76,8 @@ config_for() {  # sets ARGS, the run's Snakemake config arguments
                    "classes=[$(seq -s, 0 49)]" shard_size=50) ;;
     paper_compiled) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES"
                           "attribution={compile: true}") ;;
+    paper_quick) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES"
+                       "classes=[n02129604, n02123394]" "noise={steps: 20}") ;;
     flow) ARGS=(--configfile "$REPO/tests/data/flow.yaml" --config "image_dir=$IMAGES") ;;
     *) echo "gpu_flow.sh: unknown run $1" >&2; return 1 ;;
   esac
