@@ -4,7 +4,8 @@
     python bench/wheelhouse.py --python-version 3.11 --out /tmp/wh   # for this machine's Python
 
 Steps (each printed):
-1. resolve requirements.txt (less torch, torchvision, pytest) with pip's own resolver
+1. resolve requirements.txt (less torch, torchvision and the test-only pytest, quantus,
+   scikit-image, scikit-learn) with pip's own resolver
    (``pip install --dry-run --ignore-installed --report``) into the full list of distributions;
 2. leave out every distribution the target image already has (``--base``, one name per line) and
    those named in ``--exclude`` (default: PuLP, 16 MB of solver binaries that only Snakemake's ILP
@@ -34,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 PLATFORMS = ("manylinux_2_28_x86_64", "manylinux_2_27_x86_64", "manylinux_2_24_x86_64",
              "manylinux_2_17_x86_64", "manylinux2014_x86_64", "manylinux_2_12_x86_64",
              "manylinux2010_x86_64", "manylinux_2_5_x86_64", "manylinux1_x86_64")
-NOT_CARRIED = {"torch", "torchvision", "pytest"}  # the image's own torch is the point of the exercise
+# the image's own torch is the point of the exercise; the rest are the tests' references, never imported
+# by the workflow (quantus alone would pull 60 MB of opencv-python)
+NOT_CARRIED = {"torch", "torchvision", "pytest", "quantus", "scikit-image", "scikit-learn"}
 
 
 def canonical(name: str) -> str:
