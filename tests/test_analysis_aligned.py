@@ -119,3 +119,21 @@ def test_combine_methods():
     assert out["x"] == V.SUPPORTED
     assert out["y"].startswith("undecided (methods disagree: ig: supported; occ: not supported")
     assert out["z"] == "undecided (no face mask)", "the same undecided everywhere stays itself"
+
+
+def test_one_unit_has_no_ci_and_decides_nothing():
+    """One seed of one image: the mean exists, the CI does not, so no claim is decided from it."""
+    import pandas as pd
+
+    from diffxai.analysis.aligned import mean_ci
+    from diffxai.analysis.verdicts import enrichment_metric, outline_first
+
+    m, lo, hi = mean_ci(np.array([[[1.0, 2.0]]]))  # (image=1, seed=1, 2 values)
+    assert np.allclose(m, [1.0, 2.0]) and np.isnan(lo).all() and np.isnan(hi).all()
+    m, lo, hi = mean_ci(np.array([[[1.0], [3.0]]]))  # two seeds: a CI
+    assert np.isfinite(lo).all() and lo[0] <= 2.0 <= hi[0]
+    rows = [{"metric": enrichment_metric(mask), "after_minus_before": change,
+             "after_minus_before_lo": np.nan, "after_minus_before_hi": np.nan}
+            for mask, change in (("outline", -0.5), ("detail", 0.4))]
+    v = outline_first(pd.DataFrame(rows), "tiger")
+    assert v.verdict == "undecided (no CI: fewer than 2 (image, seed) units)"

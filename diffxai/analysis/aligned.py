@@ -46,15 +46,20 @@ def bootstrap_means(values: np.ndarray, n_boot: int = 2000, seed: int = 0) -> np
 
 
 def mean_ci(values: np.ndarray, n_boot: int = 2000, level: float = 0.95, seed: int = 0):
-    """(mean, lo, hi) over the (image, seed) units of ``values`` (image, seed, ...)."""
+    """(mean, lo, hi) over the (image, seed) units of ``values`` (image, seed, ...).
+
+    Where fewer than two units are finite the CI is NaN: one seed of one image has no spread to
+    resample, and a zero-width interval would read as certainty (verdicts then say undecided)."""
     v = np.asarray(values, dtype=np.float64)
-    m = _nanmean(v.reshape(-1, *v.shape[2:]), axis=0)
+    flat = v.reshape(-1, *v.shape[2:])
+    m = _nanmean(flat, axis=0)
     b = bootstrap_means(v, n_boot, seed)
     q = (1 - level) / 2
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         lo, hi = np.nanquantile(b, [q, 1 - q], axis=0)
-    return m, lo, hi
+    few = np.isfinite(flat).sum(axis=0) < 2
+    return m, np.where(few, np.nan, lo), np.where(few, np.nan, hi)
 
 
 def metric_vs_step(da: xr.DataArray, n_boot: int = 2000, level: float = 0.95, seed: int = 0) -> xr.Dataset:

@@ -57,6 +57,15 @@ def _sign(row: pd.Series | None, tag: str) -> int:
     return 0
 
 
+def _ci_reason(rows_tags) -> str:
+    """Why a verdict is undecided: no CI at all (fewer than two units), or a CI that includes 0."""
+    for row, tag in rows_tags:
+        if row is not None and not (np.isfinite(row.get(f"{tag}_lo", np.nan))
+                                    and np.isfinite(row.get(f"{tag}_hi", np.nan))):
+            return "no CI: fewer than 2 (image, seed) units"
+    return "CI includes 0"
+
+
 def _ev(row: pd.Series | None, tag: str) -> tuple:
     if row is None:
         return (np.nan, np.nan, np.nan)
@@ -85,7 +94,7 @@ def outline_first(table: pd.DataFrame, cls: str, part: str = "abs") -> Verdict:
     elif so == 1 or sd == -1:
         v = NOT_SUPPORTED
     else:
-        v = undecided("CI includes 0")
+        v = undecided(_ci_reason([(o, "after_minus_before"), (d, "after_minus_before")]))
     return Verdict("outline first, details later", cls, v, OUTLINE_RULE, ev)
 
 
@@ -136,7 +145,7 @@ def stripes_then_face(table: pd.DataFrame, cls: str, masks: set[str], part: str 
     elif sb == -1 or sa == 1:
         v = NOT_SUPPORTED
     else:
-        v = undecided("CI includes 0")
+        v = undecided(_ci_reason([(r, "before"), (r, "after")]))
     return Verdict(claim, cls, v, STRIPES_RULE, ev)
 
 
