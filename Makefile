@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SMK := $(BIN)/snakemake --cores all $(if $(CONFIG),--configfile $(CONFIG)) \
 	$(if $(IMAGE_DIR),--config image_dir=$(abspath $(IMAGE_DIR))) $(SMK_ARGS)
 
-.PHONY: run report test lint dryrun bench clean
+.PHONY: run report test lint dryrun bench wheelhouse clean
 
 run: $(VENV)/.installed
 	$(BIN)/python -m diffxai.lock
@@ -39,6 +39,10 @@ $(VENV)/.installed: requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -q -r requirements.txt
 	$(BIN)/python -m pip install -q --no-deps -e .
 	touch $@
+
+# the GPU machine's offline wheelhouse (.whl/) and images (.devdata/); see bench/gpu_flow.sh
+wheelhouse: $(VENV)/.installed
+	PYTHON=$(BIN)/python bench/prepare_device.sh
 
 clean:
 	rm -rf results/* resources .snakemake
