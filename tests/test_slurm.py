@@ -141,7 +141,7 @@ def test_every_output_exists_and_nothing_is_left_to_do(slurm_run):
     expected = [r / "onset.csv", r / "onset_seeds.csv", r / "report.md",
                 r / "summary" / "onset_by_category.csv", r / "figures" / "softmax_curves.png"]
     for s in SLUGS:
-        expected += [work / "resources" / "images" / f"{s}.png", r / "noised" / f"{s}.zarr",
+        expected += [work / "resources" / "images" / s / "000.png", r / "noised" / f"{s}.zarr",
                      r / "probs" / f"{s}.zarr", r / "figures" / f"onset_{s}.png"]
         expected += [r / "attributions" / m / f"{s}.zarr" for m in METHODS]
     expected += [r / "figures" / f"{m}_grid.png" for m in METHODS]
