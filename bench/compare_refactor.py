@@ -68,6 +68,8 @@ IMAGE_DIRS = [ROOT.parent / "shared" / "data" / "imagenet-samples", Path("/work/
 
 
 def _image(stem: str, size: int) -> torch.Tensor:
+    # its own copy of diffxai.attribution.reference.sample_image: this script also records with
+    # e667414's package, which has no such function
     from PIL import Image
 
     for d in IMAGE_DIRS:

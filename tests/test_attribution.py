@@ -10,7 +10,7 @@ import torch
 
 from diffxai.attribution import EngineOptions, attribute, method_spec
 from diffxai.attribution import expansions
-from diffxai.attribution.reference import record_gs_draws
+from diffxai.attribution.reference import record_gs_draws, sample_image
 from diffxai.errors import DiffxaiError
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -22,22 +22,10 @@ TIGER, PERSIAN = ("n02129604_tiger", 292), ("n02123394_Persian_cat", 283)
 
 
 def _image(stem: str, size: int) -> torch.Tensor:
-    from PIL import Image
-
-    for d in IMAGE_DIRS:
-        f = d / f"{stem}.jpg"
-        if f.exists():
-            break
-    else:
+    x = sample_image(stem, size, IMAGE_DIRS)
+    if x is None:
         pytest.skip(f"test image {stem}.jpg not found in {IMAGE_DIRS}")
-    im = Image.open(f).convert("RGB")
-    w, h = im.size
-    s = size / min(w, h)
-    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
-    w, h = im.size
-    l, t = (w - size) // 2, (h - size) // 2
-    a = np.array(im.crop((l, t, l + size, t + size)), dtype=np.float32)
-    return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
+    return x
 
 
 def _noised(x0: torch.Tensor, ks, seed=0) -> torch.Tensor:

@@ -11,6 +11,25 @@ import torch
 from .methods import MethodSpec
 
 
+def sample_image(stem: str, size: int, folders) -> torch.Tensor | None:
+    """``<folder>/<stem>.jpg`` from the first folder that has it as a (3, size, size) tensor in
+    [-1, 1] (bicubic resize of the short side, centre crop): the real inputs of the engine's
+    comparisons with Captum (tests, bench/compare_refactor.py); None if no folder has it."""
+    from PIL import Image
+
+    f = next((d / f"{stem}.jpg" for d in folders if (d / f"{stem}.jpg").exists()), None)
+    if f is None:
+        return None
+    im = Image.open(f).convert("RGB")
+    w, h = im.size
+    s = size / min(w, h)
+    im = im.resize((max(size, round(w * s)), max(size, round(h * s))), Image.BICUBIC)
+    w, h = im.size
+    l, t = (w - size) // 2, (h - size) // 2
+    a = np.array(im.crop((l, t, l + size, t + size)), dtype=np.float32)
+    return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
+
+
 @contextlib.contextmanager
 def record_gs_draws(rec: dict):
     """Record what Captum's GradientShap draws into ``rec``: torch.normal (NoiseTunnel noise),
