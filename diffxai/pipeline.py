@@ -293,11 +293,11 @@ def figure_onset(noised, attributions, onset, onset_images, png, pdf, classes, m
 
 
 # -- report ------------------------------------------------------------------------------------
-def report_md(onset, onset_images, figures, md, config_summary, threshold):
+def onset_report_text(onset, onset_images, figures, config_summary, threshold) -> str:
+    """The onset part of results/report.md: per-class and per-image onsets next to the study's."""
     import pandas as pd
 
     from .classes import study_reference
-    from .store import atomic_path
 
     study_threshold, study = study_reference()
     df = pd.read_csv(onset)
@@ -331,8 +331,7 @@ def report_md(onset, onset_images, figures, md, config_summary, threshold):
                   ", ".join(f"{r['cls']} image {r['image']} (`{r['image_file']}`)" for _, r in never.iterrows())]
     lines += ["", "Figures:", ""] + [f"- `{Path(p).name}`" for p in figures]
     lines += ["", "Settings:", "", "```json", json.dumps(config_summary, indent=1, sort_keys=True, default=str), "```", ""]
-    with atomic_path(md) as tmp:
-        Path(tmp).write_text("\n".join(lines))
+    return "\n".join(lines)
 
 
 def aggregate(onset, by_category, by_category_png, by_category_pdf, histogram, histogram_pdf, extremes):
@@ -577,14 +576,13 @@ def _take_steps(ds, steps):
 
 
 def report(onset, onset_images, figures, verdicts, phases, md, config_summary, threshold, gradient_shap):
-    """results/report.md: the onset report (report_md) and the analysis verdict table, the rules
+    """results/report.md, written once: the onset report and the analysis verdict table, the rules
     beside it, and the note on GradientSHAP's settings."""
     import pandas as pd
 
     from .store import atomic_path
 
-    report_md(onset, onset_images, figures, md, config_summary, threshold)
-    base = Path(md).read_text()
+    base = onset_report_text(onset, onset_images, figures, config_summary, threshold)
     with atomic_path(md) as tmp:
         Path(tmp).write_text(base.rstrip("\n") + "\n\n" + verdict_section(pd.read_csv(verdicts), pd.read_csv(phases),
                                                                           gradient_shap) + "\n")
