@@ -66,7 +66,7 @@ def _enrichment_flat(r: torch.Tensor, m: torch.Tensor) -> np.ndarray:
 
     float32 products, float64 ratios: a share's relative rounding error stays ~1e-6."""
     inside = (r @ m.T).double()
-    total = r.double().sum(1, keepdim=True)
+    total = r.sum(1, keepdim=True).double()
     area = m.double().mean(1)
     with np.errstate(invalid="ignore", divide="ignore"):
         e = (inside / total / area).numpy()
@@ -108,9 +108,12 @@ def null_region(name: str, masks: Mapping[str, np.ndarray], shape: tuple[int, in
 
 
 def _correlate(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """c[H-1+dy, W-1+dx] = sum_u a(u) b(u + d) (linear, no wrap), rounded to counts."""
-    from scipy.signal import fftconvolve
-    return np.rint(fftconvolve(b.astype(np.float64), a[::-1, ::-1].astype(np.float64), mode="full"))
+    """c[H-1+dy, W-1+dx] = sum_u a(u) b(u + d) (linear, no wrap; zero-padded FFT), rounded to counts."""
+    from scipy import fft
+    h, w = a.shape
+    shape = (fft.next_fast_len(2 * h - 1, real=True), fft.next_fast_len(2 * w - 1, real=True))
+    f = fft.rfft2(b.astype(np.float64), shape) * fft.rfft2(a[::-1, ::-1].astype(np.float64), shape)
+    return np.rint(fft.irfft2(f, shape)[:2 * h - 1, :2 * w - 1])
 
 
 def admissible_offsets(mask, region, min_inside: float = 0.5, max_self_overlap: float = 0.5) -> np.ndarray:
