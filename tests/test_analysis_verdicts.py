@@ -163,3 +163,11 @@ def test_combine_methods_and_the_voting_methods():
     assert none.empty
     assert list(V.verdict_frame([V.Verdict("x", "c", V.SUPPORTED, "r")]).columns) == \
         ["claim", "cls", "verdict", "scope", "rule", "evidence"]
+
+
+def test_docs_carry_the_registry_and_the_null_regions():
+    from pathlib import Path
+
+    from diffxai.analysis import spatial as S
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "ANALYSIS.md").read_text()
+    assert V.claims_markdown() in doc and S.null_regions_markdown() in doc

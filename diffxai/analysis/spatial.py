@@ -185,3 +185,9 @@ def enrichment_vs_null(maps, masks: Mapping[str, np.ndarray], parts=PARTS, n_nul
         out[f"{part}_null"] = e0.reshape(*lead, k)
         out[f"{part}_vs_null"] = ratio.reshape(*lead, k)
     return out
+
+
+def null_regions_markdown() -> str:
+    """:data:`NULL_REGIONS` as a Markdown table (docs/ANALYSIS.md carries it; a test keeps them equal)."""
+    return "\n".join(["| mask | its null placements lie in |", "|---|---|"]
+                     + [f"| {m} | {r} |" for m, r in NULL_REGIONS.items()])
