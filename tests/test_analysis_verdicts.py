@@ -130,8 +130,10 @@ def test_class_verdicts_follow_the_registry_and_the_config():
     c = V.BY_NAME["outline first, details later"]
     t = _table(c, 0.15, 0.02)
     tiger = V.class_verdicts("n02129604", t, None, {"outline", "detail"})
-    assert [v.claim for v in tiger] == ["outline first, details later", "stripes then face"]
+    assert [v.claim for v in tiger] == ["outline first, details later", "stripes then face",
+                                        "proper classification from 40-60"]
     assert tiger[0].verdict == V.SUPPORTED                       # 0.13-0.17 beyond the default 0.1
+    assert tiger[2].verdict == "undecided (no onset row for the class)"
     strict = V.class_verdicts("x", t, {"threshold_cross": 50, "threshold_cross_lo": 45, "threshold_cross_hi": 55},
                               {"outline", "detail"}, min_effect={"outline_first": 0.2})
     assert [v.claim for v in strict] == ["outline first, details later", "proper classification from 40-60"]
@@ -171,3 +173,14 @@ def test_docs_carry_the_registry_and_the_null_regions():
     from diffxai.analysis import spatial as S
     doc = (Path(__file__).resolve().parents[1] / "docs" / "ANALYSIS.md").read_text()
     assert V.claims_markdown() in doc and S.null_regions_markdown() in doc
+
+
+def test_no_onset_or_an_empty_phase_is_undecided():
+    c = V.BY_NAME["outline first, details later"]
+    t = _table(c, 3 * D)
+    t["onset"] = np.nan                                          # onset.csv had no onset: no phases
+    assert _judge(c, t).verdict == "undecided (no class onset: the phases are undefined)"
+    t["onset"], t["n_before"], t["n_after"] = 5.0, 0, 40         # onset at the noisy end: nothing before it
+    assert _judge(c, t).verdict == "undecided (no steps before the onset)"
+    t["n_before"] = 3
+    assert _judge(c, t).verdict == V.SUPPORTED

@@ -236,6 +236,18 @@ def combine_parts(states: Sequence[tuple[str, str, str]]) -> str:
     return SUPPORTED
 
 
+def phase_reason(row: pd.Series | None, tag: str) -> str | None:
+    """Why a phase-table CI cannot exist: no class onset, or a phase the tag reads has no steps."""
+    if row is None:
+        return None
+    if "onset" in row.index and not np.isfinite(_f(row, "onset")):
+        return "no class onset: the phases are undefined"
+    for ph in ("before", "around", "after"):
+        if ph in tag.split("_minus_") and f"n_{ph}" in row.index and _f(row, f"n_{ph}") == 0:
+            return f"no steps {ph} the onset"
+    return None
+
+
 def row_scope(rows: Sequence[pd.Series | None]) -> str:
     """The scope of the rows' CIs ('class (N images)' / 'image (1 image, N seeds)'), joined if they differ."""
     out = []
@@ -258,8 +270,9 @@ def judge_claim(claim: Claim, table: pd.DataFrame, cls: str, masks: set[str] | N
     evidence = {p.name: ev[:3] for p, ev in zip(claim.parts, evs)}
     evidence["min_effect"] = float(min_effect)
     scope = row_scope(rows)
-    why = guard([(p.row_name(part) if r is None else p.name, None if r is None else ev)
-                 for p, r, ev in zip(claim.parts, rows, evs)])
+    why = next((w for w in (phase_reason(r, p.tag) for p, r in zip(claim.parts, rows)) if w), None) or \
+        guard([(p.row_name(part) if r is None else p.name, None if r is None else ev)
+               for p, r, ev in zip(claim.parts, rows, evs)])
     if why:
         return Verdict(claim.name, cls, undecided(why), rule, evidence, scope)
     states = [(p.name, *judge_part(ev[1], ev[2], p.direction, p.reference, min_effect))
@@ -327,7 +340,9 @@ def class_verdicts(cls: str, table: pd.DataFrame, onset_row: Mapping | None, mas
         if c.parts:
             needs = set(masks) if not c.every_class else None   # outline/detail: a missing row says it
             out.append(judge_claim(c, table, cls, needs, part, float(me[c.key])))
-        elif onset_row is not None:
+        elif onset_row is None:
+            out.append(Verdict(c.name, cls, undecided("no onset row for the class"), proper_rule(window)))
+        else:
             out.append(proper_classification(onset_row, cls, window))
     return out
 
@@ -414,7 +429,8 @@ def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectr
         if r is None:
             out.append(Verdict(claim, cls, undecided(f"no {c} control"), CONTROL_RULE, ev, scope))
             continue
-        why = guard([("map change", None if own is None else own_ev), (f"map - {c} change", diff_ev)])
+        why = phase_reason(r, "after_minus_before") or \
+            guard([("map change", None if own is None else own_ev), (f"map - {c} change", diff_ev)])
         if why:
             out.append(Verdict(claim, cls, undecided(why), CONTROL_RULE, ev, scope))
             continue
