@@ -8,7 +8,7 @@ from diffxai.analysis import verdicts as V
 
 D = 0.1                                     # the minimum effect used below
 PART_CLAIMS = [c for c in V.CLAIMS if c.parts]
-MASKS = {"outline", "detail", "face", "stripes"}
+MASKS = {"outline", "detail", "face", "stripes", "interior", "silhouette"}
 
 
 def _table(claim, centre, half=0.05, n_units=4, n_images=1, nan=False):
@@ -66,6 +66,9 @@ def test_estimate_without_units_and_missing_masks():
     assert "no estimate" in _judge(c, t).verdict
     assert V.faces_at_rise(t, "c", {"outline"}).verdict == "undecided (no face mask)"
     assert V.stripes_then_face(t, "c", {"face"}).verdict == "undecided (no stripes mask)"
+    assert V.faces_at_rise(t, "c", {"face"}).verdict == "undecided (no silhouette mask for the face null)"
+    assert V.class_verdicts("c", t, None, {"outline", "detail"})[0].verdict == \
+        "undecided (no interior mask for the detail null)"
 
 
 @pytest.mark.parametrize("lo,hi,direction,ref,d,state,why", [
@@ -129,13 +132,13 @@ def test_spectral_trend_survives_control(own, diff, expected):
 def test_class_verdicts_follow_the_registry_and_the_config():
     c = V.BY_NAME["outline first, details later"]
     t = _table(c, 0.15, 0.02)
-    tiger = V.class_verdicts("n02129604", t, None, {"outline", "detail"})
+    tiger = V.class_verdicts("n02129604", t, None, {"outline", "detail", "interior"})
     assert [v.claim for v in tiger] == ["outline first, details later", "stripes then face",
                                         "proper classification from 40-60"]
     assert tiger[0].verdict == V.SUPPORTED                       # 0.13-0.17 beyond the default 0.1
     assert tiger[2].verdict == "undecided (no onset row for the class)"
     strict = V.class_verdicts("x", t, {"threshold_cross": 50, "threshold_cross_lo": 45, "threshold_cross_hi": 55},
-                              {"outline", "detail"}, min_effect={"outline_first": 0.2})
+                              {"outline", "detail", "interior"}, min_effect={"outline_first": 0.2})
     assert [v.claim for v in strict] == ["outline first, details later", "proper classification from 40-60"]
     assert strict[0].verdict == "not supported (negligible: outline change)"   # 0.13-0.17 inside (-0.2, 0.2)
     assert V.STUDY_CLAIMS == tuple(c.name for c in V.CLAIMS)

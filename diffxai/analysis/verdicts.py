@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 
 from .aligned import scope as _scope
+from .spatial import NULL_REGIONS
 
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
 UNDECIDED = "undecided"
@@ -265,6 +266,10 @@ def judge_claim(claim: Claim, table: pd.DataFrame, cls: str, masks: set[str] | N
     missing = sorted(m for m in claim.masks if masks is not None and m not in masks)
     if missing:
         return Verdict(claim.name, cls, undecided(f"no {' and '.join(missing)} mask"), rule)
+    for m in claim.masks:                       # the enrichment's null needs its region's mask
+        reg = NULL_REGIONS.get(m, "image")
+        if masks is not None and reg != "image" and reg not in masks:
+            return Verdict(claim.name, cls, undecided(f"no {reg} mask for the {m} null"), rule)
     rows = [_row(table, p.row_name(part)) for p in claim.parts]
     evs = [_ev(r, p.tag) for r, p in zip(rows, claim.parts)]
     evidence = {p.name: ev[:3] for p, ev in zip(claim.parts, evs)}
@@ -338,8 +343,7 @@ def class_verdicts(cls: str, table: pd.DataFrame, onset_row: Mapping | None, mas
         if not applies(c, cls, cc):
             continue
         if c.parts:
-            needs = set(masks) if not c.every_class else None   # outline/detail: a missing row says it
-            out.append(judge_claim(c, table, cls, needs, part, float(me[c.key])))
+            out.append(judge_claim(c, table, cls, set(masks), part, float(me[c.key])))
         elif onset_row is None:
             out.append(Verdict(c.name, cls, undecided("no onset row for the class"), proper_rule(window)))
         else:
