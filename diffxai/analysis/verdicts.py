@@ -382,9 +382,9 @@ def combine_methods(frame: pd.DataFrame, methods: Sequence[str] | None = None) -
     """Per (cls, claim): one verdict over the ``xai_method`` rows of a verdict table; ``methods``
     (``analysis.verdicts.combine_methods``; None = every method in the table) are the ones combined."""
     rows = []
-    if methods is not None and "xai_method" in frame:
-        frame = frame[frame["xai_method"].isin(list(methods))]
     for (cls, claim), g in frame.groupby(["cls", "claim"], sort=False):
+        if methods is not None and "xai_method" in g:
+            g = g[g["xai_method"].isin(list(methods))]
         vs = list(g["verdict"])
         ms = list(g["xai_method"]) if "xai_method" in g else [""] * len(vs)
         scopes = list(dict.fromkeys(s for s in g.get("scope", pd.Series(dtype=str)).fillna("") if s))
