@@ -187,3 +187,37 @@ def test_no_onset_or_an_empty_phase_is_undecided():
     assert _judge(c, t).verdict == "undecided (no steps before the onset)"
     t["n_before"] = 3
     assert _judge(c, t).verdict == V.SUPPORTED
+
+
+def _moving_relevance(outline_to_detail: bool, n_seed=4, k=40, hw=32, seed=0):
+    """Stage enrichment of maps whose relevance moves from the outline band to the detail texture
+    (or back) as the step grows; masks as the masks stage names them."""
+    import torch
+    import xarray as xr
+
+    from diffxai.analysis import aligned as AL
+    from diffxai.analysis import stage as ST
+    yy, xx = np.mgrid[:hw, :hw]
+    r = np.hypot(yy - hw / 2, xx - hw / 2)
+    sil, interior = r < 12, r < 9
+    outline = sil & ~interior
+    detail = interior & ((yy // 2 + xx // 2) % 2 == 0)
+    masks = {n: m[None] for n, m in (("silhouette", sil), ("outline", outline), ("interior", interior),
+                                     ("detail", detail))}
+    w = np.linspace(0, 1, k) if outline_to_detail else np.linspace(1, 0, k)
+    rng = np.random.default_rng(seed)
+    maps = ((1 - w)[:, None, None] * outline + w[:, None, None] * detail)[None, None] \
+        + 0.3 * rng.random((1, n_seed, k, hw, hw))
+    s = ST.merged_settings({"enrichment": {"parts": ["abs"], "n_null": 8}})
+    data = ST.enrichment_block(torch.as_tensor(maps.astype(np.float32)), masks, s)
+    ds = xr.Dataset(data, coords={"step": np.arange(k), "mask": list(masks), "part": ["abs"]})
+    return AL.phase_table(ds, k / 2, ["enrichment_vs_null"], before=5, around=3, after=5)
+
+
+def test_stage_enrichment_to_verdict_known_answer():
+    """The whole chain on maps with a known answer: relevance moving outline -> detail supports
+    'outline first', the reverse does not; the scope is the one image."""
+    v = V.class_verdicts("c", _moving_relevance(True), None, {"silhouette", "outline", "interior", "detail"})[0]
+    assert v.verdict == V.SUPPORTED and v.scope == "image (1 image, 4 seeds)"
+    back = V.class_verdicts("c", _moving_relevance(False), None, {"silhouette", "outline", "interior", "detail"})[0]
+    assert back.verdict.startswith("not supported (opposite direction")

@@ -12,8 +12,8 @@ Definitions:
     units are its seeds (n - 1 df); a statement about THAT image (the noise draw's variability);
   - ``percentile``: hierarchical bootstrap (images with replacement, then seeds with replacement
     within each drawn image; ``n_boot`` draws, seeded), percentile interval. It under-covers at the
-    unit counts the study uses (2 seeds: the range of two means; 4 seeds: ~80 %; 3 images:
-    ~75 %); kept for comparison;
+    unit counts the study uses (simulated, nominal 95 %: 2 seeds ~50 %, the range of two means;
+    4 seeds ~79 %; 2-4 images x 4 seeds with image spread 72-87 %); kept for comparison;
 
 - fewer than two finite units: the CI is NaN (no spread to estimate; verdicts then say undecided);
 - **phases** relative to the class onset ``k*`` (a step value): before ``k < k* - before``,
