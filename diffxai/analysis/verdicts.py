@@ -451,17 +451,17 @@ def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectr
 def claims_markdown() -> str:
     """The registry as a Markdown table (docs/ANALYSIS.md carries it; a test keeps them equal)."""
     me, cc = DEFAULTS["min_effect"], DEFAULTS["claim_classes"]
-    out = ["| claim | classes | reads (phase-table row: CI) | predicted | min effect (default) | masks |",
-           "|---|---|---|---|---|---|"]
+    out = ["| claim | what it says | classes | reads (phase-table row: CI) | predicted | min effect (default) | masks |",
+           "|---|---|---|---|---|---|---|"]
     for c in CLAIMS:
         classes = "every class" if c.every_class else ", ".join(cc.get(c.name, []))
         if not c.parts:
             w = DEFAULTS["proper_window"]
-            out.append(f"| {c.name} | {classes} | `results/onset.csv`: threshold_cross | CI within "
+            out.append(f"| {c.name} | {c.summary} | {classes} | `results/onset.csv`: threshold_cross | CI within "
                        f"[{w[0]}, {w[1]}] | – (the window is the tolerance) | – |")
             continue
         reads = "<br>".join(f"`{p.row_name('abs')}`: {p.tag}" for p in c.parts)
         pred = "<br>".join(f"{'>' if p.direction > 0 else '<'} {p.reference:g}" for p in c.parts)
-        out.append(f"| {c.name} | {classes} | {reads} | {pred} | `{c.key}`: {me[c.key]:g} | "
+        out.append(f"| {c.name} | {c.summary} | {classes} | {reads} | {pred} | `{c.key}`: {me[c.key]:g} | "
                    f"{', '.join(c.masks)} |")
     return "\n".join(out)
