@@ -621,7 +621,8 @@ def verdict_section(vd, ph, gradient_shap: dict) -> str:
         for cls, g in sub.groupby("cls", sort=False):
             by = dict(zip(g["xai_method"], g["verdict"]))
             cell = lambda m: by.get(m, "–") if m != "combined" else f"**{_short(by.get(m, '–'))}**"  # noqa: E731
-            scope = "; ".join(dict.fromkeys(x for x in (g["scope"] if "scope" in g else []) if isinstance(x, str) and x)) or "–"
+            scopes = g["scope"] if "scope" in g else []
+            scope = "; ".join(dict.fromkeys(x for x in scopes if isinstance(x, str) and x)) or "–"
             lines.append(f"| {cls} | {scope} | " + " | ".join(cell(m) for m in methods) + " |")
         rules = [r for r in dict.fromkeys(sub["rule"])]
         lines += [""] + [f"Rule: {r}" for r in rules] + [""]

@@ -91,8 +91,10 @@ def test_judge_part(lo, hi, direction, ref, d, state, why):
     ({"threshold_cross": 58, "threshold_cross_lo": 55, "threshold_cross_hi": 63}, "undecided (CI overlaps"),
     ({"threshold_cross": np.nan, "threshold_cross_lo": np.nan, "threshold_cross_hi": np.nan},
      "undecided (p(true) never crosses 0.5)"),
-    ({"threshold_cross": 50, "threshold_cross_lo": np.nan, "threshold_cross_hi": np.nan}, "undecided (0.5-crossing: no CI"),
-    ({"threshold_cross": 50, "threshold_cross_lo": 50, "threshold_cross_hi": 50}, "undecided (0.5-crossing: zero-width"),
+    ({"threshold_cross": 50, "threshold_cross_lo": np.nan, "threshold_cross_hi": np.nan},
+     "undecided (0.5-crossing: no CI"),
+    ({"threshold_cross": 50, "threshold_cross_lo": 50, "threshold_cross_hi": 50},
+     "undecided (0.5-crossing: zero-width"),
     ({"threshold_cross": 50, "threshold_cross_lo": 45, "threshold_cross_hi": 55, "n_images": 1, "n_seeds": 1},
      "undecided (0.5-crossing: 1 (image, seed) unit"),
 ])

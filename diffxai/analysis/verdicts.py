@@ -451,7 +451,8 @@ def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectr
 def claims_markdown() -> str:
     """The registry as a Markdown table (docs/ANALYSIS.md carries it; a test keeps them equal)."""
     me, cc = DEFAULTS["min_effect"], DEFAULTS["claim_classes"]
-    out = ["| claim | what it says | classes | reads (phase-table row: CI) | predicted | min effect (default) | masks |",
+    out = ["| claim | what it says | classes | reads (phase-table row: CI) | predicted | min effect (default) "
+           "| masks |",
            "|---|---|---|---|---|---|---|"]
     for c in CLAIMS:
         classes = "every class" if c.every_class else ", ".join(cc.get(c.name, []))
