@@ -493,11 +493,11 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
                            if not r["claim"].startswith(("spectral", "low_freq"))))
     ph = pd.concat(all_phases, ignore_index=True)
     vd = pd.concat(all_verdicts, ignore_index=True)
-    comb = VE.combine_methods(vd)   # per (class, claim): one verdict over the methods
+    comb = VE.combine_methods(vd, s["verdicts"]["combine_methods"])   # per (class, claim): over the voting methods
     comb["xai_method"], comb["evidence"] = "combined", ""
     comb["synset"] = comb["cls"].map(dict(zip(vd["cls"], vd["synset"])))
     vd = pd.concat([vd, comb], ignore_index=True)
-    vd = vd[["claim", "cls", "synset", "xai_method", "verdict", "rule", "evidence"]]
+    vd = vd[["claim", "cls", "synset", "xai_method", "verdict", "scope", "rule", "evidence"]]
     cats = category_summary(ph, class_table_df())
     for df, dst in ((ph, phases), (vd, verdicts), (cats, by_category)):
         with atomic_path(dst) as tmp:
@@ -593,8 +593,9 @@ def _short(verdict: str) -> str:
     return verdict.split(":", 1)[0] + ")" if verdict.startswith("undecided (methods disagree") else verdict
 
 
-STUDY_CLAIMS = ("outline first, details later", "faces at the rise", "stripes then face",
-                "proper classification from 40-60")
+def _study_claims() -> tuple[str, ...]:
+    from .analysis.verdicts import STUDY_CLAIMS   # the claims are described once, in the verdict registry
+    return STUDY_CLAIMS
 
 
 def verdict_section(vd, ph, gradient_shap: dict) -> str:
@@ -603,20 +604,26 @@ def verdict_section(vd, ph, gradient_shap: dict) -> str:
     lines = ["## Verdicts on the study's claims", "",
              "Computed from `results/analysis/phases.csv` (each metric before the onset, k < k* − before; "
              "around it, |k − k*| <= around; after it, k > k* + after; paired changes per (image, seed) "
-             "with hierarchical-bootstrap CIs) and `results/onset.csv`; all verdicts with their numbers are in "
-             "`results/analysis/verdicts.csv`. *combined*: over the methods (supported only if every method's "
-             "verdict is; undecided when they disagree).", ""]
+             "with Student-t CIs on unit means) and `results/onset.csv`; all verdicts with their numbers and "
+             "scope are in `results/analysis/verdicts.csv`. Scope: over the seeds of one image a verdict speaks "
+             "about that image, over images about the class. Enrichment is read relative to its null (the mask "
+             "placed elsewhere in the region it may occupy); a change smaller than the claim's minimum effect "
+             "(`analysis.verdicts.min_effect`) decides nothing. *combined*: over "
+             "`analysis.verdicts.combine_methods` (supported only if every one's verdict is; undecided when "
+             "they disagree).", ""]
     methods = [m for m in dict.fromkeys(vd["xai_method"]) if m != "combined"] + ["combined"]
-    for claim in STUDY_CLAIMS:
+    for claim in _study_claims():
         sub = vd[vd["claim"] == claim]
         if sub.empty:
             continue
-        lines += [f"### {claim}", "", "| class | " + " | ".join(methods) + " |",
-                  "|---|" + "---|" * len(methods)]
+        lines += [f"### {claim}", "", "| class | scope | " + " | ".join(methods) + " |",
+                  "|---|---|" + "---|" * len(methods)]
         for cls, g in sub.groupby("cls", sort=False):
             by = dict(zip(g["xai_method"], g["verdict"]))
             cell = lambda m: by.get(m, "–") if m != "combined" else f"**{_short(by.get(m, '–'))}**"  # noqa: E731
-            lines.append(f"| {cls} | " + " | ".join(cell(m) for m in methods) + " |")
+            scopes = g["scope"] if "scope" in g else []
+            scope = "; ".join(dict.fromkeys(x for x in scopes if isinstance(x, str) and x)) or "–"
+            lines.append(f"| {cls} | {scope} | " + " | ".join(cell(m) for m in methods) + " |")
         rules = [r for r in dict.fromkeys(sub["rule"])]
         lines += [""] + [f"Rule: {r}" for r in rules] + [""]
     ctl = vd[vd["claim"].str.contains("survives", na=False) & (vd["xai_method"] == "combined")]

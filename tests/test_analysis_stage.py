@@ -60,7 +60,7 @@ def tiny_class():
 
 SETTINGS = {"subset": {"images": 1, "seeds": 1, "steps_every": 3},
             "faithfulness": {"fractions": [0, 0.25, 0.5, 1.0], "n_random": 2, "batch_size": 16},
-            "enrichment": {"n_shifts": 4}, "masks": {"detail": {"sigma_fine": 0.5, "sigma_coarse": 1.5}}}
+            "enrichment": {"n_null": 4}, "masks": {"detail": {"sigma_fine": 0.5, "sigma_coarse": 1.5}}}
 
 
 def test_analyze_class_layout_and_subset(tiny_class):
@@ -127,8 +127,11 @@ def test_user_face_and_stripes_masks_give_the_difference(tiny_class, tmp_path):
     s = dict(SETTINGS, masks={"folder": str(tmp_path)}, faithfulness={"enabled": False})
     ds = ST.analyze_method(noised, attrs["occlusion"], rgb, None, s)
     assert set(ds["mask"].values) == {"outline", "detail", "face", "stripes"}
-    d = ds["enrichment"].sel(mask="stripes") - ds["enrichment"].sel(mask="face")
+    d = ds["enrichment_vs_null"].sel(mask="stripes") - ds["enrichment_vs_null"].sel(mask="face")
     np.testing.assert_allclose(ds["stripes_minus_face"].values, d.values)
+    # no silhouette mask here: the face and stripes nulls have no region, so no ratio and no verdict
+    assert np.isnan(ds["enrichment_vs_null"].sel(mask="face").values).all()
+    assert np.isfinite(ds["enrichment_vs_null"].sel(mask="outline", part="abs").values).all()
 
 
 def test_subset_mask_explicit_steps():
@@ -152,6 +155,8 @@ def test_summarize_class_gives_tables_and_verdicts(tiny_class):
     assert "spectral_centroid_minus_input" in set(table["metric"])
     assert "spectral_centroid trend survives the input control" in set(verdicts["claim"])
     assert v[("occlusion", "spectral_centroid trend survives the gradient_only control")] == "undecided (no gradient_only control)"
+    assert verdicts["scope"].str.startswith("image (1 image, 2 seeds)").any()
+    assert {"enrichment_vs_null[mask=outline,part=abs]", "enrichment_null[mask=detail,part=abs]"} <= set(table["metric"])
 
 
 def test_method_filters_for_costly_checks(tiny_class):

@@ -100,14 +100,15 @@ def test_verdict_section_has_every_claim_rule_and_the_gradient_shap_note():
     md = pipeline.verdict_section(vd, pd.DataFrame(), {"n_samples": 20, "stdevs": 0.0, "baselines": "zero"})
     for claim in ("outline first, details later", "stripes then face", "proper classification from 40-60"):
         assert f"### {claim}" in md
-    assert "| tiger | supported | supported | **supported** |" in md      # 45-55 lies in 40-60
-    assert "| tiger | undecided (no face and stripes mask) | undecided (no face and stripes mask) | " \
+    assert "| tiger | – | supported | supported | **supported** |" in md      # 45-55 lies in 40-60
+    assert "| tiger | – | undecided (no face and stripes mask) | undecided (no face and stripes mask) | " \
            "**undecided (no face and stripes mask)** |" in md
+    assert "| class | scope | integrated_gradients | occlusion | combined |" in md
     vd2 = vd.copy()
     vd2.loc[(vd2["xai_method"] == "occlusion") & (vd2["claim"].str.startswith("proper")), "verdict"] = V.NOT_SUPPORTED
     comb2 = V.combine_methods(vd2[vd2["xai_method"] != "combined"]).assign(xai_method="combined", evidence="")
     md2 = pipeline.verdict_section(pd.concat([vd2[vd2["xai_method"] != "combined"], comb2]).assign(cls="tiger"),
                                    pd.DataFrame(), {})
-    assert "| tiger | supported | not supported | **undecided (methods disagree)** |" in md2
+    assert "| tiger | – | supported | not supported | **undecided (methods disagree)** |" in md2
     assert md.count("Rule: ") >= 3 and "Monte-Carlo estimate" in md and "paper config" in md
     assert "config/gradient_shap_noise.yaml" in md

@@ -144,7 +144,7 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
             "after_minus_before_lo", "after_minus_before_hi"} <= set(phases.columns)
     assert set(phases["cls"]) == set(SLUGS) and set(phases["xai_method"]) == set(METHODS)
     verdicts = pd.read_csv(r / "analysis" / "verdicts.csv")
-    assert list(verdicts.columns) == ["claim", "cls", "synset", "xai_method", "verdict", "rule", "evidence"]
+    assert list(verdicts.columns) == ["claim", "cls", "synset", "xai_method", "verdict", "scope", "rule", "evidence"]
     assert set(verdicts["xai_method"]) == set(METHODS) | {"combined"}
     claims = set(verdicts["claim"])
     assert {"outline first, details later", "proper classification from 40-60", "faces at the rise",
@@ -156,7 +156,7 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
     assert pd.read_csv(r / "analysis" / "metrics_by_category.csv")["category"].eq("animal").all()
     report = (r / "report.md").read_text()
     assert "## Verdicts on the study's claims" in report and "Rule: supported if" in report
-    assert "| class | integrated_gradients | gradient_shap | occlusion | combined |" in report
+    assert "| class | scope | integrated_gradients | gradient_shap | occlusion | combined |" in report
     assert "Monte-Carlo estimate" in report
     for s in SLUGS:
         assert f"| {s} | " in report.split("## Verdicts")[1]

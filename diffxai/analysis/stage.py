@@ -35,12 +35,13 @@ from . import masks as MK
 from . import randomization as RA
 from . import spatial as SPA
 from . import spectral as SPE
+from . import verdicts as VE
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
 DEFAULTS: dict = {
     "masks": {"folder": None, **copy.deepcopy(MK.DEFAULTS)},
-    "enrichment": {"parts": ["abs", "pos"], "n_shifts": 8, "min_shift": 0.25, "seed": 0},
+    "enrichment": {"parts": ["abs", "pos"], "n_null": 16, "min_inside": 0.5, "max_self_overlap": 0.5, "seed": 0},
     "spectral": {"n_bins": None, "cutoff": SPE.DEFAULT_CUTOFF},
     "agreement": {"grid": [28, 28], "top_fraction": 0.1},
     "subset": {"images": 1, "seeds": 1, "steps_every": 10, "steps": None},
@@ -50,9 +51,8 @@ DEFAULTS: dict = {
                      "baseline": 0.0, "n_random": 3, "seed": 0, "batch_size": 64, "output": "softmax"},
     "randomization": {"enabled": True, "groups": None, "seed": 42, "threshold": 0.5,
                       "methods": ["integrated_gradients", "gradient_shap"], "subset": {"steps_every": 50}},
-    "aligned": {"n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10},
-    "verdicts": {"proper_window": [40, 60], "claim_classes": {
-        "faces at the rise": ["n02123394", "n02123597", "n02124075"], "stripes then face": ["n02129604"]}},
+    "aligned": {"ci": "t", "n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10},
+    "verdicts": copy.deepcopy(VE.DEFAULTS),
 }
 
 
@@ -133,22 +133,23 @@ def _targets(attr: xr.Dataset, noised: xr.Dataset) -> np.ndarray:
 
 
 def enrichment_block(maps: torch.Tensor, masks: Mapping[str, np.ndarray], s: Mapping) -> dict:
-    """maps (image, seed, step, H, W), masks {name: (image, H, W)} -> enrichment vars (+ null)."""
+    """maps (image, seed, step, H, W), masks {name: (image, H, W)} -> ``enrichment``, its
+    region-constrained null ``enrichment_null`` and ``enrichment_vs_null`` (spatial.py), and
+    ``stripes_minus_face`` (of the vs-null ratios) when both masks exist."""
     names = list(masks)
     parts = list(s["enrichment"]["parts"])
-    n_i = maps.shape[0]
+    en = s["enrichment"]
     e = np.empty((*maps.shape[:3], len(names), len(parts)))
-    e0 = np.empty_like(e)
-    for i in range(n_i):
-        stack = np.stack([masks[n][i] for n in names])
-        r = SPA.enrichment_with_null(maps[i], stack, parts, s["enrichment"]["n_shifts"],
-                                     s["enrichment"]["seed"], s["enrichment"]["min_shift"])
+    e0, ev = np.empty_like(e), np.empty_like(e)
+    for i in range(maps.shape[0]):
+        r = SPA.enrichment_vs_null(maps[i], {n: masks[n][i] for n in names}, parts, int(en["n_null"]),
+                                   int(en["seed"]), float(en["min_inside"]), float(en["max_self_overlap"]))
         for j, p in enumerate(parts):
-            e[i, ..., j], e0[i, ..., j] = r[p], r[f"{p}_null"]
+            e[i, ..., j], e0[i, ..., j], ev[i, ..., j] = r[p], r[f"{p}_null"], r[f"{p}_vs_null"]
     dims = ("image", "seed", "step", "mask", "part")
-    out = {"enrichment": (dims, e), "enrichment_null": (dims, e0)}
+    out = {"enrichment": (dims, e), "enrichment_null": (dims, e0), "enrichment_vs_null": (dims, ev)}
     if "stripes" in names and "face" in names:
-        d = e[..., names.index("stripes"), :] - e[..., names.index("face"), :]
+        d = ev[..., names.index("stripes"), :] - ev[..., names.index("face"), :]
         out["stripes_minus_face"] = (("image", "seed", "step", "part"), d)
     return out
 
@@ -431,7 +432,7 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
 
 
 SUMMARY_VARIABLES = (
-    "enrichment", "enrichment_null", "stripes_minus_face",
+    "enrichment", "enrichment_null", "enrichment_vs_null", "stripes_minus_face",
     "spectral_centroid", "low_freq_share", "spectral_centroid_input", "low_freq_share_input",
     "spectral_centroid_noise_only", "low_freq_share_noise_only",
     "spectral_centroid_gradient_only", "low_freq_share_gradient_only",
@@ -462,7 +463,6 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
     per (method, metric[dims]).
     """
     from . import aligned as AL
-    from . import verdicts as VE
 
     s = merged_settings(settings)
     a = s["aligned"]
@@ -474,13 +474,15 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
         names = [v for v in variables if v in sub] + [v for v in sub.data_vars if "_minus_" in v
                                                       and v != "stripes_minus_face"]
         t = AL.phase_table(sub, onset, names, n_boot=int(a["n_boot"]), level=float(a["level"]),
-                           seed=int(a["seed"]), before=a["before"], around=a["around"], after=a["after"])
+                           seed=int(a["seed"]), before=a["before"], around=a["around"], after=a["after"],
+                           ci=a["ci"])
         t.insert(0, "xai_method", str(m))
         tables.append(t)
-        for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(s["verdicts"]["proper_window"]),
-                                   claim_classes=s["verdicts"]["claim_classes"]) + \
-                VE.spectral_trend_survives(t, cls, "spectral_centroid") + \
-                VE.spectral_trend_survives(t, cls, "low_freq_share"):
+        vs, me = s["verdicts"], s["verdicts"]["min_effect"]
+        for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(vs["proper_window"]),
+                                   claim_classes=vs["claim_classes"], min_effect=me) + \
+                VE.spectral_trend_survives(t, cls, "spectral_centroid", min_effect=me.get("spectral_centroid")) + \
+                VE.spectral_trend_survives(t, cls, "low_freq_share", min_effect=me.get("low_freq_share")):
             verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.DataFrame(verdicts)

@@ -1,34 +1,61 @@
 """Rules that turn the phase tables and onset CIs into verdicts on the study's claims.
 
-Every verdict is one of :data:`SUPPORTED`, :data:`NOT_SUPPORTED` or ``undecided (...)``, and comes
-with the rule that produced it (a string for the report, written beside the verdict) and the
-numbers it used. A CI "excludes 0" when lo > 0 or hi < 0; "change" is the paired after - before
-(or around - before) change of :func:`diffxai.analysis.aligned.phase_table`.
+Every verdict is :data:`SUPPORTED`, ``not supported (<why>)`` or ``undecided (<why>)``, and comes
+with the rule that produced it (a string for the report, written beside the verdict), the numbers
+it used and its **scope**: a CI over the seeds of one image speaks about that image, one over
+images about the class (:func:`diffxai.analysis.aligned.scope`).
 
-Claims (study: Kim, Byeon, Park), with the metric rows they read:
+The claims are described once, in :data:`CLAIMS` (name, the metric rows and CI each reads, the
+predicted direction, the minimum effect's config key, the classes it applies to); the report's
+claim list (:data:`STUDY_CLAIMS`) and every rule text derive from it.
 
-- **outline first, details later** (every class; Wang & Vastola 2023): outline enrichment is higher
-  before the onset than after AND detail enrichment higher after than before;
-- **faces at the rise** (cat classes): the ``face`` mask's enrichment around the onset exceeds its
-  enrichment before AND exceeds chance (1); needs a user ``face`` mask;
-- **stripes then face** (tiger): ``stripes`` enrichment exceeds ``face`` enrichment before the
-  onset and ``face`` exceeds ``stripes`` after; needs user ``stripes`` and ``face`` masks;
-- **proper classification from 40-60** (every class): the class's 0.5-crossing of p(true) and its
-  CI lie within the window.
+**One guard for every rule** (:func:`guard`): a part whose row is missing, whose estimate or CI is
+NaN, whose CI rests on fewer than two (image, seed) units, or whose CI has zero width (all units
+equal, e.g. ties) makes the verdict ``undecided (<reason>)``: missing evidence is never a verdict.
+
+**Minimum effect** ``d`` (``analysis.verdicts.min_effect``, one per claim): each part predicts that
+a quantity lies beyond a reference (a change beyond 0, a level beyond the null's 1) in one direction.
+In the predicted orientation, with the CI ``[L, U]`` of (quantity - reference):
+
+- ``L >= d`` (and ``L > 0``): the part **holds** (an effect of at least ``d`` in the predicted way);
+- ``U < d``: the part **fails** -> not supported; why: ``opposite direction`` (U < 0),
+  ``negligible`` (the CI inside (-d, d)), else ``effect below minimum`` (the CI excludes an effect of
+  ``d`` without excluding 0);
+- otherwise **undecided**: ``effect may be below minimum`` (CI excludes 0 but straddles ``d``) or
+  ``CI includes 0``.
+
+A claim holds when every part holds; it is not supported when any part fails; else undecided.
+With ``d = 0`` this is the plain "CI excludes 0" rule.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 
+from .aligned import scope as _scope
+from .spatial import NULL_REGIONS
+
 SUPPORTED, NOT_SUPPORTED = "supported", "not supported"
+UNDECIDED = "undecided"
 
 
 def undecided(why: str = "") -> str:
-    return f"undecided ({why})" if why else "undecided"
+    return f"{UNDECIDED} ({why})" if why else UNDECIDED
+
+
+def not_supported(why: str = "") -> str:
+    return f"{NOT_SUPPORTED} ({why})" if why else NOT_SUPPORTED
+
+
+def is_supported(verdict: str) -> bool:
+    return verdict == SUPPORTED
+
+
+def is_not_supported(verdict: str) -> bool:
+    return verdict.startswith(NOT_SUPPORTED)
 
 
 @dataclass(frozen=True)
@@ -38,214 +65,404 @@ class Verdict:
     verdict: str
     rule: str
     evidence: dict = field(default_factory=dict)
-
-
-def _row(table: pd.DataFrame, metric: str) -> pd.Series | None:
-    r = table[table["metric"] == metric]
-    return None if r.empty else r.iloc[0]
-
-
-def _sign(row: pd.Series | None, tag: str) -> int:
-    """+1 if the CI of ``tag`` lies above 0, -1 below, 0 if it includes 0 or is missing."""
-    if row is None:
-        return 0
-    lo, hi = row.get(f"{tag}_lo", np.nan), row.get(f"{tag}_hi", np.nan)
-    if np.isfinite(lo) and lo > 0:
-        return 1
-    if np.isfinite(hi) and hi < 0:
-        return -1
-    return 0
-
-
-def _ci_reason(rows_tags) -> str:
-    """Why a verdict is undecided: no CI at all (fewer than two units), or a CI that includes 0."""
-    for row, tag in rows_tags:
-        if row is not None and not (np.isfinite(row.get(f"{tag}_lo", np.nan))
-                                    and np.isfinite(row.get(f"{tag}_hi", np.nan))):
-            return "no CI: fewer than 2 (image, seed) units"
-    return "CI includes 0"
-
-
-def _ev(row: pd.Series | None, tag: str) -> tuple:
-    if row is None:
-        return (np.nan, np.nan, np.nan)
-    return tuple(float(row.get(k, np.nan)) for k in (tag, f"{tag}_lo", f"{tag}_hi"))
+    scope: str = ""
 
 
 def enrichment_metric(mask: str, part: str = "abs") -> str:
-    """Row name of a mask's enrichment in the phase table (stage variable ``enrichment``)."""
+    """Row name of a mask's raw enrichment in the phase table (stage variable ``enrichment``)."""
     return f"enrichment[mask={mask},part={part}]"
 
 
-OUTLINE_RULE = ("supported if the CI of outline enrichment (after - before onset) < 0 AND the CI of "
-                "detail enrichment (after - before) > 0; not supported if either CI excludes 0 in "
-                "the opposite direction; else undecided")
+def vs_null_metric(mask: str, part: str = "abs") -> str:
+    """Row name of a mask's enrichment relative to its region-constrained null (what verdicts read)."""
+    return f"enrichment_vs_null[mask={mask},part={part}]"
 
 
-def outline_first(table: pd.DataFrame, cls: str, part: str = "abs") -> Verdict:
-    """'Outline first, details later' from one class's (and method's) phase table."""
-    o, d = _row(table, enrichment_metric("outline", part)), _row(table, enrichment_metric("detail", part))
-    ev = {"outline_change": _ev(o, "after_minus_before"), "detail_change": _ev(d, "after_minus_before")}
-    if o is None or d is None:
-        return Verdict("outline first, details later", cls, undecided("no outline/detail rows"), OUTLINE_RULE, ev)
-    so, sd = _sign(o, "after_minus_before"), _sign(d, "after_minus_before")
-    if so == -1 and sd == 1:
-        v = SUPPORTED
-    elif so == 1 or sd == -1:
-        v = NOT_SUPPORTED
-    else:
-        v = undecided(_ci_reason([(o, "after_minus_before"), (d, "after_minus_before")]))
-    return Verdict("outline first, details later", cls, v, OUTLINE_RULE, ev)
+# ---------------------------------------------------------------- the claims, described once
+@dataclass(frozen=True)
+class Part:
+    """One CI a claim reads: the phase-table row ``metric`` (``{part}`` filled in), its column
+    ``tag``, the predicted ``direction`` (+1 above ``reference``, -1 below), a short ``name`` (for
+    reasons and evidence) and a ``label`` (for the rule text)."""
+    name: str
+    label: str
+    metric: str
+    tag: str
+    direction: int
+    reference: float = 0.0
+
+    def row_name(self, part: str) -> str:
+        return self.metric.format(part=part)
+
+    def text(self) -> str:
+        rel = ">" if self.direction > 0 else "<"
+        return f"{self.label} {rel} {self.reference:g}"
 
 
-FACE_RULE = ("supported if the CI of face enrichment (around - before onset) > 0 AND the CI of face "
-             "enrichment around the onset > 1 (chance); not supported if the change CI < 0 or the "
-             "around CI < 1; else undecided; needs a user 'face' mask")
+@dataclass(frozen=True)
+class Claim:
+    key: str                      # id in analysis.verdicts.min_effect
+    name: str                     # as the report and verdicts.csv write it
+    summary: str                  # the claim in words, with its source
+    parts: tuple[Part, ...]       # empty: a rule of its own (proper classification)
+    masks: tuple[str, ...] = ()   # masks it needs (user masks for faces and stripes)
+    every_class: bool = True      # False: only the classes in analysis.verdicts.claim_classes[name]
 
 
-def faces_at_rise(table: pd.DataFrame, cls: str, masks: set[str], part: str = "abs") -> Verdict:
-    """'Faces at the rise' (cats) from the phase table; undecided without a face mask."""
-    claim = "faces at the rise"
-    if "face" not in masks:
-        return Verdict(claim, cls, undecided("no face mask"), FACE_RULE)
-    f = _row(table, enrichment_metric("face", part))
-    ev = {"face_change": _ev(f, "around_minus_before"), "face_around": _ev(f, "around")}
-    if f is None:
-        return Verdict(claim, cls, undecided("no face row"), FACE_RULE, ev)
-    ch = _sign(f, "around_minus_before")
-    lo, hi = f.get("around_lo", np.nan), f.get("around_hi", np.nan)
-    above = 1 if lo > 1 else (-1 if hi < 1 else 0)
-    if ch == 1 and above == 1:
-        v = SUPPORTED
-    elif ch == -1 or above == -1:
-        v = NOT_SUPPORTED
-    else:
-        v = undecided("CI includes 0 or 1")
-    return Verdict(claim, cls, v, FACE_RULE, ev)
+_VS = "enrichment_vs_null[mask={mask},part={{part}}]"
+CLAIMS: tuple[Claim, ...] = (
+    Claim("outline_first", "outline first, details later",
+          "the map's relevance moves from the object's outline to its details as noise falls "
+          "(every class; Wang & Vastola 2023)",
+          (Part("outline change", "outline enrichment vs its null, change after - before the onset",
+                _VS.format(mask="outline"), "after_minus_before", -1),
+           Part("detail change", "detail enrichment vs its null, change after - before the onset",
+                _VS.format(mask="detail"), "after_minus_before", +1)),
+          masks=("outline", "detail")),
+    Claim("faces_at_rise", "faces at the rise",
+          "the face draws relevance when p(true) rises (cat classes)",
+          (Part("face change", "face enrichment vs its null, change around - before the onset",
+                _VS.format(mask="face"), "around_minus_before", +1),
+           Part("face vs null around", "face enrichment vs its null around the onset (1 = the null)",
+                _VS.format(mask="face"), "around", +1, 1.0)),
+          masks=("face",), every_class=False),
+    Claim("stripes_then_face", "stripes then face",
+          "the tiger's stripes draw relevance before the onset, its face after (tiger)",
+          (Part("stripes - face before", "stripes minus face enrichment vs null, before the onset",
+                "stripes_minus_face[part={part}]", "before", +1),
+           Part("stripes - face after", "stripes minus face enrichment vs null, after the onset",
+                "stripes_minus_face[part={part}]", "after", -1)),
+          masks=("stripes", "face"), every_class=False),
+    Claim("proper_classification", "proper classification from 40-60",
+          "the classifier's p(true) crosses 0.5 within steps 40-60 (every class)", ()),
+)
+BY_NAME = {c.name: c for c in CLAIMS}
+#: the report's claim list, in order
+STUDY_CLAIMS = tuple(c.name for c in CLAIMS)
+
+#: analysis.verdicts defaults (config/schema.yaml carries the same, with the reasons)
+DEFAULTS: dict = {
+    "proper_window": [40, 60],
+    "claim_classes": {"faces at the rise": ["n02123394", "n02123597", "n02124075"],
+                      "stripes then face": ["n02129604"]},
+    # enrichment-vs-null ratios (1 = the null): 0.1 = a tenth of the null's enrichment
+    "min_effect": {"outline_first": 0.1, "faces_at_rise": 0.1, "stripes_then_face": 0.1,
+                   # the spectral controls' trends: cycles/px (~2 rings of a 224 px map), energy share
+                   "spectral_centroid": 0.01, "low_freq_share": 0.01},
+    "combine_methods": ["integrated_gradients", "gradient_shap", "occlusion"],
+}
+
+GUARD_TEXT = ("missing rows, NaN estimates or CIs, CIs from fewer than 2 (image, seed) units and "
+              "zero-width CIs give undecided")
 
 
-STRIPES_RULE = ("supported if the CI of (stripes - face) enrichment before the onset > 0 AND after "
-                "the onset < 0; not supported if before < 0 or after > 0 with the CI excluding 0; "
-                "else undecided; needs user 'stripes' and 'face' masks")
-
-
-def stripes_then_face(table: pd.DataFrame, cls: str, masks: set[str], part: str = "abs") -> Verdict:
-    """'Stripes then face' (tiger); reads the row ``stripes_minus_face`` the stage adds."""
-    claim = "stripes then face"
-    missing = sorted({"stripes", "face"} - set(masks))
-    if missing:
-        return Verdict(claim, cls, undecided(f"no {' and '.join(missing)} mask"), STRIPES_RULE)
-    r = _row(table, f"stripes_minus_face[part={part}]")
-    ev = {"before": _ev(r, "before"), "after": _ev(r, "after")}
-    if r is None:
-        return Verdict(claim, cls, undecided("no stripes_minus_face row"), STRIPES_RULE, ev)
-    sb, sa = _sign(r, "before"), _sign(r, "after")
-    if sb == 1 and sa == -1:
-        v = SUPPORTED
-    elif sb == -1 or sa == 1:
-        v = NOT_SUPPORTED
-    else:
-        v = undecided(_ci_reason([(r, "before"), (r, "after")]))
-    return Verdict(claim, cls, v, STRIPES_RULE, ev)
+def rule_text(claim: Claim, min_effect: float = 0.0) -> str:
+    """The rule of a part-based claim, in words, with its minimum effect."""
+    parts = "; ".join(p.text() for p in claim.parts)
+    return (f"supported if every part's CI lies beyond its reference by at least "
+            f"{min_effect:g} in the predicted direction [{parts}]; not supported if any part's CI lies "
+            f"short of that minimum (opposite direction, negligible, or effect below minimum); else "
+            f"undecided (CI includes 0, or effect may be below minimum); {GUARD_TEXT}")
 
 
 def proper_rule(window=(40, 60)) -> str:
     return (f"supported if the CI of the class's 0.5-crossing of p(true) lies within [{window[0]}, "
-            f"{window[1]}]; not supported if the CI lies entirely outside; else undecided")
+            f"{window[1]}]; not supported if the CI lies entirely outside; else undecided (no minimum "
+            f"effect: the window's width is the tolerance); {GUARD_TEXT}")
+
+
+# ---------------------------------------------------------------- evidence and the one guard
+def _row(table: pd.DataFrame, metric: str) -> pd.Series | None:
+    if "metric" not in table:
+        return None
+    r = table[table["metric"] == metric]
+    return None if r.empty else r.iloc[0]
+
+
+def _f(row, key) -> float:
+    try:
+        return float(row.get(key, np.nan))
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _ev(row: pd.Series | None, tag: str) -> tuple:
+    """(estimate, lo, hi, n_units) of ``tag`` in ``row``; NaN (and n = NaN) where absent."""
+    if row is None:
+        return (np.nan, np.nan, np.nan, np.nan)
+    return (_f(row, tag), _f(row, f"{tag}_lo"), _f(row, f"{tag}_hi"), _f(row, "n_units"))
+
+
+def guard(evidence: Sequence[tuple[str, tuple | None]]) -> str | None:
+    """The reason a verdict must be undecided, or None. ``evidence``: (label, (est, lo, hi, n)) per
+    part, None where the row is missing. ``n`` NaN = not recorded (only the CI is checked)."""
+    for label, ev in evidence:
+        if ev is None:
+            return f"no {label} row"
+        est, lo, hi, n = ev
+        if np.isfinite(n) and n < 2:
+            return f"{label}: {int(n)} (image, seed) unit{'s' if n != 1 else ''}, no CI"
+        if not np.isfinite(est):
+            return f"{label}: no estimate (no finite units)"
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            return f"{label}: no CI (fewer than 2 (image, seed) units)"
+        if hi <= lo:
+            return f"{label}: zero-width CI (every unit equal)"
+    return None
+
+
+def judge_part(lo: float, hi: float, direction: int, reference: float = 0.0,
+               min_effect: float = 0.0) -> tuple[str, str]:
+    """('holds' | 'fails' | 'undecided', why) of one finite CI; see the module docstring."""
+    a, b = direction * (lo - reference), direction * (hi - reference)
+    low, up, d = min(a, b), max(a, b), float(min_effect)
+    if low >= d and low > 0:
+        return "holds", ""
+    if up < d:
+        if up < 0:
+            return "fails", "opposite direction"
+        return "fails", "negligible" if low > -d else "effect below minimum"
+    return "undecided", "effect may be below minimum" if low > 0 else "CI includes 0"
+
+
+def combine_parts(states: Sequence[tuple[str, str, str]]) -> str:
+    """One verdict from (label, state, why) per part: all hold -> supported; any fails -> not
+    supported (why: the first failing part); else undecided (the first undecided part's why)."""
+    failed = [(lab, why) for lab, st, why in states if st == "fails"]
+    if failed:
+        return not_supported(f"{failed[0][1]}: {failed[0][0]}")
+    open_ = [(lab, why) for lab, st, why in states if st == "undecided"]
+    if open_:
+        return undecided(f"{open_[0][1]}: {open_[0][0]}")
+    return SUPPORTED
+
+
+def phase_reason(row: pd.Series | None, tag: str) -> str | None:
+    """Why a phase-table CI cannot exist: no class onset, or a phase the tag reads has no steps."""
+    if row is None:
+        return None
+    if "onset" in row.index and not np.isfinite(_f(row, "onset")):
+        return "no class onset: the phases are undefined"
+    for ph in ("before", "around", "after"):
+        if ph in tag.split("_minus_") and f"n_{ph}" in row.index and _f(row, f"n_{ph}") == 0:
+            return f"no steps {ph} the onset"
+    return None
+
+
+def row_scope(rows: Sequence[pd.Series | None]) -> str:
+    """The scope of the rows' CIs ('class (N images)' / 'image (1 image, N seeds)'), joined if they differ."""
+    out = []
+    for r in rows:
+        if r is not None and np.isfinite(_f(r, "n_images")):
+            out.append(_scope(int(_f(r, "n_images")), int(_f(r, "n_units"))))
+    return "; ".join(dict.fromkeys(out))
+
+
+# ---------------------------------------------------------------- rules
+def judge_claim(claim: Claim, table: pd.DataFrame, cls: str, masks: set[str] | None = None,
+                part: str = "abs", min_effect: float = 0.0) -> Verdict:
+    """A part-based claim from one class's (and method's) phase table."""
+    rule = rule_text(claim, min_effect)
+    missing = sorted(m for m in claim.masks if masks is not None and m not in masks)
+    if missing:
+        return Verdict(claim.name, cls, undecided(f"no {' and '.join(missing)} mask"), rule)
+    for m in claim.masks:                       # the enrichment's null needs its region's mask
+        reg = NULL_REGIONS.get(m, "image")
+        if masks is not None and reg != "image" and reg not in masks:
+            return Verdict(claim.name, cls, undecided(f"no {reg} mask for the {m} null"), rule)
+    rows = [_row(table, p.row_name(part)) for p in claim.parts]
+    evs = [_ev(r, p.tag) for r, p in zip(rows, claim.parts)]
+    evidence = {p.name: ev[:3] for p, ev in zip(claim.parts, evs)}
+    evidence["min_effect"] = float(min_effect)
+    scope = row_scope(rows)
+    why = next((w for w in (phase_reason(r, p.tag) for p, r in zip(claim.parts, rows)) if w), None) or \
+        guard([(p.row_name(part) if r is None else p.name, None if r is None else ev)
+               for p, r, ev in zip(claim.parts, rows, evs)])
+    if why:
+        return Verdict(claim.name, cls, undecided(why), rule, evidence, scope)
+    states = [(p.name, *judge_part(ev[1], ev[2], p.direction, p.reference, min_effect))
+              for p, ev in zip(claim.parts, evs)]
+    return Verdict(claim.name, cls, combine_parts(states), rule, evidence, scope)
+
+
+def outline_first(table: pd.DataFrame, cls: str, part: str = "abs", min_effect: float | None = None) -> Verdict:
+    """'Outline first, details later' from one class's (and method's) phase table."""
+    d = DEFAULTS["min_effect"]["outline_first"] if min_effect is None else min_effect
+    return judge_claim(BY_NAME["outline first, details later"], table, cls, None, part, d)
+
+
+def faces_at_rise(table: pd.DataFrame, cls: str, masks: set[str], part: str = "abs",
+                  min_effect: float | None = None) -> Verdict:
+    """'Faces at the rise' (cats); undecided without a face mask."""
+    d = DEFAULTS["min_effect"]["faces_at_rise"] if min_effect is None else min_effect
+    return judge_claim(BY_NAME["faces at the rise"], table, cls, set(masks), part, d)
+
+
+def stripes_then_face(table: pd.DataFrame, cls: str, masks: set[str], part: str = "abs",
+                      min_effect: float | None = None) -> Verdict:
+    """'Stripes then face' (tiger); reads the row ``stripes_minus_face`` the stage adds."""
+    d = DEFAULTS["min_effect"]["stripes_then_face"] if min_effect is None else min_effect
+    return judge_claim(BY_NAME["stripes then face"], table, cls, set(masks), part, d)
 
 
 def proper_classification(onset_row: Mapping, cls: str, window=(40, 60)) -> Verdict:
     """'Proper classification from 40-60' from a row of ``results/onset.csv``."""
-    est, lo, hi = (float(onset_row.get(k, np.nan)) for k in
-                   ("threshold_cross", "threshold_cross_lo", "threshold_cross_hi"))
+    est, lo, hi = (_f(onset_row, k) for k in ("threshold_cross", "threshold_cross_lo", "threshold_cross_hi"))
+    n_img, n_seed = _f(onset_row, "n_images"), _f(onset_row, "n_seeds")
+    n = n_img * n_seed if np.isfinite(n_img) and np.isfinite(n_seed) else np.nan
+    scope = _scope(int(n_img), int(n_seed)) if np.isfinite(n_img) and np.isfinite(n_seed) else ""
+    claim, rule = BY_NAME["proper classification from 40-60"].name, proper_rule(window)
     ev = {"threshold_cross": (est, lo, hi)}
+    if not np.isfinite(est):
+        return Verdict(claim, cls, undecided("p(true) never crosses 0.5"), rule, ev, scope)
+    why = guard([("0.5-crossing", (est, lo, hi, n))])
     a, b = window
-    if not (np.isfinite(lo) and np.isfinite(hi)):
-        v = undecided("no crossing CI" if np.isfinite(est) else "p(true) never crosses 0.5")
+    if why:
+        v = undecided(why)
     elif a <= lo and hi <= b:
         v = SUPPORTED
     elif hi < a or lo > b:
-        v = NOT_SUPPORTED
+        v = not_supported("crossing CI outside the window")
     else:
         v = undecided("CI overlaps the window's edge")
-    return Verdict("proper classification from 40-60", cls, v, proper_rule(window), ev)
+    return Verdict(claim, cls, v, rule, ev, scope)
 
 
-DEFAULT_CLAIM_CLASSES = {
-    "faces at the rise": ["n02123394", "n02123597", "n02124075"],
-    "stripes then face": ["n02129604"],
-}
+def applies(claim: Claim, cls: str, claim_classes: Mapping) -> bool:
+    return claim.every_class or cls in claim_classes.get(claim.name, ())
 
 
 def class_verdicts(cls: str, table: pd.DataFrame, onset_row: Mapping | None, masks: set[str], *,
-                   part: str = "abs", window=(40, 60), claim_classes: Mapping | None = None) -> list[Verdict]:
-    """All verdicts that apply to one class (one method's table)."""
-    cc = DEFAULT_CLAIM_CLASSES if claim_classes is None else claim_classes
-    out = [outline_first(table, cls, part)]
-    if cls in cc.get("faces at the rise", ()):
-        out.append(faces_at_rise(table, cls, masks, part))
-    if cls in cc.get("stripes then face", ()):
-        out.append(stripes_then_face(table, cls, masks, part))
-    if onset_row is not None:
-        out.append(proper_classification(onset_row, cls, window))
+                   part: str = "abs", window=(40, 60), claim_classes: Mapping | None = None,
+                   min_effect: Mapping | None = None) -> list[Verdict]:
+    """All verdicts that apply to one class (one method's table), in :data:`CLAIMS` order."""
+    cc = DEFAULTS["claim_classes"] if claim_classes is None else claim_classes
+    me = {**DEFAULTS["min_effect"], **(min_effect or {})}
+    out = []
+    for c in CLAIMS:
+        if not applies(c, cls, cc):
+            continue
+        if c.parts:
+            out.append(judge_claim(c, table, cls, set(masks), part, float(me[c.key])))
+        elif onset_row is None:
+            out.append(Verdict(c.name, cls, undecided("no onset row for the class"), proper_rule(window)))
+        else:
+            out.append(proper_classification(onset_row, cls, window))
     return out
 
 
 def verdict_frame(verdicts: list[Verdict]) -> pd.DataFrame:
-    """Verdicts as a table (claim, cls, verdict, rule, evidence) for the report."""
-    return pd.DataFrame([{"claim": v.claim, "cls": v.cls, "verdict": v.verdict, "rule": v.rule,
-                          "evidence": repr(v.evidence)} for v in verdicts])
+    """Verdicts as a table (claim, cls, verdict, scope, rule, evidence) for the report."""
+    return pd.DataFrame([{"claim": v.claim, "cls": v.cls, "verdict": v.verdict, "scope": v.scope,
+                          "rule": v.rule, "evidence": repr(v.evidence)} for v in verdicts],
+                        columns=["claim", "cls", "verdict", "scope", "rule", "evidence"])
 
 
+def combine_rule(methods: Sequence[str] | None = None) -> str:
+    over = f" ({', '.join(methods)})" if methods else ""
+    return (f"across methods{over}: supported if every method's verdict is supported, not supported if "
+            "every one is not supported, the methods' common verdict if they all give the same "
+            "undecided, else undecided (methods disagree; their verdicts are listed); methods outside "
+            "analysis.verdicts.combine_methods are reported but not combined")
+
+
+def _combined(vs: list[str], ms: list[str]) -> str:
+    if not vs:
+        return undecided("no method to combine")
+    if all(is_supported(v) for v in vs):
+        return SUPPORTED
+    if all(is_not_supported(v) for v in vs):
+        return vs[0] if len(set(vs)) == 1 else NOT_SUPPORTED
+    if len(set(vs)) == 1:
+        return vs[0]
+    return undecided("methods disagree: " + "; ".join(f"{m}: {x}" for m, x in zip(ms, vs)))
+
+
+def combine_methods(frame: pd.DataFrame, methods: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per (cls, claim): one verdict over the ``xai_method`` rows of a verdict table; ``methods``
+    (``analysis.verdicts.combine_methods``; None = every method in the table) are the ones combined."""
+    rows = []
+    for (cls, claim), g in frame.groupby(["cls", "claim"], sort=False):
+        if methods is not None and "xai_method" in g:
+            g = g[g["xai_method"].isin(list(methods))]
+        vs = list(g["verdict"])
+        ms = list(g["xai_method"]) if "xai_method" in g else [""] * len(vs)
+        scopes = list(dict.fromkeys(s for s in g.get("scope", pd.Series(dtype=str)).fillna("") if s))
+        rows.append({"cls": cls, "claim": claim, "verdict": _combined(vs, ms), "scope": "; ".join(scopes),
+                     "rule": combine_rule(methods)})
+    return pd.DataFrame(rows, columns=["cls", "claim", "verdict", "scope", "rule"])
+
+
+# ---------------------------------------------------------------- the spectral controls
 CONTROL_RULE = ("the spectral trend survives control C if the CI of the map's change (after - before) "
-                "excludes 0 AND the CI of the change of (map - C), paired per unit, excludes 0 in the same "
-                "direction; it does not survive if the map's change CI excludes 0 but the (map - C) change "
-                "CI includes 0 or has the opposite sign; undecided if the map's own change CI includes 0")
+                "lies beyond the minimum effect (either direction) AND the CI of the change of (map - C), "
+                "paired per unit, lies beyond it in the same direction; it does not survive if the "
+                "(map - C) change CI lies short of the minimum in that direction; undecided if the map's "
+                "own change is not beyond the minimum, or the (map - C) CI straddles it; " + GUARD_TEXT)
 
 SPECTRAL_CONTROLS = ("input", "noise_only", "gradient_only")
 
 
+def trend_direction(lo: float, hi: float, min_effect: float = 0.0) -> tuple[int, str]:
+    """(+1 | -1, '') when a finite CI lies beyond +-min_effect, else (0, why)."""
+    up, why_up = judge_part(lo, hi, +1, 0.0, min_effect)
+    if up == "holds":
+        return 1, ""
+    down, why_down = judge_part(lo, hi, -1, 0.0, min_effect)
+    if down == "holds":
+        return -1, ""
+    whys = ([w for st, w in ((up, why_up), (down, why_down)) if st == "undecided"]
+            or [w for w in (why_up, why_down) if w != "opposite direction"] or [why_up])
+    return 0, whys[0]
+
+
 def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectral_centroid",
-                            controls=SPECTRAL_CONTROLS) -> list[Verdict]:
+                            controls=SPECTRAL_CONTROLS, min_effect: float | None = None) -> list[Verdict]:
     """Does the map's spectral trend across the onset survive each control? Reads the rows
     ``{metric}`` and ``{metric}_minus_{control}`` that :func:`stage.summarize_class` adds."""
+    d = float(DEFAULTS["min_effect"].get(metric, 0.0) if min_effect is None else min_effect)
     own = _row(table, metric)
-    s_own = _sign(own, "after_minus_before")
+    own_ev = _ev(own, "after_minus_before")
     out = []
     for c in controls:
         claim = f"{metric} trend survives the {c} control"
         r = _row(table, f"{metric}_minus_{c}")
-        ev = {"map_change": _ev(own, "after_minus_before"), "diff_change": _ev(r, "after_minus_before")}
+        diff_ev = _ev(r, "after_minus_before")
+        ev = {"map_change": own_ev[:3], "diff_change": diff_ev[:3], "min_effect": d}
+        scope = row_scope([own, r])
         if r is None:
-            out.append(Verdict(claim, cls, undecided(f"no {c} control"), CONTROL_RULE, ev))
+            out.append(Verdict(claim, cls, undecided(f"no {c} control"), CONTROL_RULE, ev, scope))
             continue
+        why = phase_reason(r, "after_minus_before") or \
+            guard([("map change", None if own is None else own_ev), (f"map - {c} change", diff_ev)])
+        if why:
+            out.append(Verdict(claim, cls, undecided(why), CONTROL_RULE, ev, scope))
+            continue
+        s_own, why_own = trend_direction(own_ev[1], own_ev[2], d)
         if s_own == 0:
-            v = undecided("no trend in the map")
-        elif _sign(r, "after_minus_before") == s_own:
-            v = SUPPORTED
+            v = undecided(f"no trend in the map: {why_own}")
         else:
-            v = NOT_SUPPORTED
-        out.append(Verdict(claim, cls, v, CONTROL_RULE, ev))
+            state, why_diff = judge_part(diff_ev[1], diff_ev[2], s_own, 0.0, d)
+            v = {"holds": SUPPORTED, "fails": not_supported(why_diff)}.get(state, undecided(why_diff))
+        out.append(Verdict(claim, cls, v, CONTROL_RULE, ev, scope))
     return out
 
 
-COMBINE_RULE = ("across methods: supported if every method's verdict is supported, not supported if "
-                "every one is not supported, the methods' common verdict if they all give the same "
-                "undecided, else undecided (methods disagree; their verdicts are listed)")
-
-
-def combine_methods(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per (cls, claim): one verdict over the ``xai_method`` rows of a verdict table."""
-    rows = []
-    for (cls, claim), g in frame.groupby(["cls", "claim"], sort=False):
-        vs = list(g["verdict"])
-        if all(v == SUPPORTED for v in vs):
-            v = SUPPORTED
-        elif all(v == NOT_SUPPORTED for v in vs):
-            v = NOT_SUPPORTED
-        elif len(set(vs)) == 1:
-            v = vs[0]
-        else:
-            v = undecided("methods disagree: " + "; ".join(f"{m}: {x}" for m, x in zip(g.get("xai_method", [""] * len(vs)), vs)))
-        rows.append({"cls": cls, "claim": claim, "verdict": v, "rule": COMBINE_RULE})
-    return pd.DataFrame(rows)
+def claims_markdown() -> str:
+    """The registry as a Markdown table (docs/ANALYSIS.md carries it; a test keeps them equal)."""
+    me, cc = DEFAULTS["min_effect"], DEFAULTS["claim_classes"]
+    out = ["| claim | what it says | classes | reads (phase-table row: CI) | predicted | min effect (default) "
+           "| masks |",
+           "|---|---|---|---|---|---|---|"]
+    for c in CLAIMS:
+        classes = "every class" if c.every_class else ", ".join(cc.get(c.name, []))
+        if not c.parts:
+            w = DEFAULTS["proper_window"]
+            out.append(f"| {c.name} | {c.summary} | {classes} | `results/onset.csv`: threshold_cross | CI within "
+                       f"[{w[0]}, {w[1]}] | – (the window is the tolerance) | – |")
+            continue
+        reads = "<br>".join(f"`{p.row_name('abs')}`: {p.tag}" for p in c.parts)
+        pred = "<br>".join(f"{'>' if p.direction > 0 else '<'} {p.reference:g}" for p in c.parts)
+        out.append(f"| {c.name} | {c.summary} | {classes} | {reads} | {pred} | `{c.key}`: {me[c.key]:g} | "
+                   f"{', '.join(c.masks)} |")
+    return "\n".join(out)
