@@ -78,7 +78,8 @@ def test_edges_stay_an_edge_band_under_their_own_name():
 def test_masks_png_roundtrip_and_user_override(tmp_path):
     img, disc, _ = _disc_scene()
     imgs = np.stack([img, img[::-1]])
-    ms = M.compute_masks(imgs, {"names": ["outline", "detail"]}, hand=[{"silhouette": disc}, {"silhouette": disc[::-1]}])
+    hand = [{"silhouette": disc}, {"silhouette": disc[::-1]}]
+    ms = M.compute_masks(imgs, {"names": ["outline", "detail"]}, hand=hand)
     M.write_masks(ms, tmp_path / "out")
     back = M.load_masks(tmp_path / "out", 2, (H, W))
     assert set(back) == {"outline", "detail"}
