@@ -117,8 +117,8 @@ def test_study_images_get_their_hand_masks_and_one_pixel_off_does_not():
     assert set(mixed) == {"silhouette"}           # face/stripes only when every image has them
 
 
-# measured on 2026-12-02 (GrabCut, border 0.10, 5 iterations, seed 0); pinned 0.02 below
-MEASURED_IOU = {"n02123394": 0.967, "n02123597": 0.572, "n02124075": 0.987, "n02129604": 0.872}
+# measured on 2026-12-02 (GrabCut, border 0.10, 3 iterations, seeds 0-2); pinned 0.02 below
+MEASURED_IOU = {"n02123394": 0.967, "n02123597": 0.572, "n02124075": 0.987, "n02129604": 0.874}
 
 
 @needs_samples
@@ -128,3 +128,7 @@ def test_automatic_silhouette_agrees_with_the_hand_ones():
     assert set(got) == set(MEASURED_IOU)
     for s, v in MEASURED_IOU.items():
         assert got[s] >= v - 0.02, (s, got[s])
+    # the mirrored tiger: seed 0 alone fills the frame (IoU 0.24); the restarts keep a real silhouette
+    tiger = images["n02129604"]
+    flipped = SEG.silhouette(np.ascontiguousarray(tiger[:, ::-1]))
+    assert SEG.iou(flipped[:, ::-1], HM.hand_masks(tiger)["silhouette"]) >= 0.85
