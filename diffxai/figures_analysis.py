@@ -111,29 +111,62 @@ def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: i
     return _save_png(fig, out_png)
 
 
+#: panels of the masks figure: (title, masks tinted together with their colours); masks not named
+#: here (user masks) get a panel each
+MASK_PANELS = (
+    ("outline / interior / background", {"outline": (1.0, 0.15, 0.1), "interior": (0.1, 0.45, 1.0),
+                                         "background": (0.35, 0.35, 0.35)}),
+    ("detail (fine texture in the interior)", {"detail": (0.0, 0.9, 0.9)}),
+    ("edges (strongest blurred Sobel)", {"edges": (1.0, 0.6, 0.0)}),
+    ("face / stripes (hand-drawn)", {"face": (1.0, 0.9, 0.0), "stripes": (0.9, 0.0, 0.9)}),
+)
+
+
+def _mask_panels(names) -> list[tuple[str, dict]]:
+    """The panels that have at least one of ``names``, then one panel per remaining mask."""
+    out, used = [], {"silhouette"}
+    for title, tints in MASK_PANELS:
+        have = {k: v for k, v in tints.items() if k in names}
+        if have:
+            out.append((title, have))
+            used |= set(have)
+    out += [(n, {n: (0.1, 0.8, 0.2)}) for n in names if n not in used]
+    return out
+
+
 def masks_figure(rgb: np.ndarray, masks: Mapping[str, np.ndarray], cls: str, out_png,
                  image_labels=None) -> Path:
-    """Rows: images; columns: the clean image, then each mask over it (tinted, area share named)."""
-    names = list(masks)
+    """Rows: images; columns: the clean image with the silhouette's contour, then the masks tinted
+    over it (outline/interior/background together, detail, edges, face/stripes, any user mask),
+    each named with its share of the image area; the silhouette's contour (yellow) on every panel."""
+    from scipy import ndimage
+
+    panels = _mask_panels(list(masks))
     n = rgb.shape[0]
-    fig = Figure(figsize=(1.9 * (1 + len(names)), 1.9 * n + 0.4))
-    axes = fig.subplots(n, 1 + len(names), squeeze=False)
-    tint = {"outline": (1.0, 0.2, 0.1), "detail": (0.1, 0.5, 1.0)}
+    fig = Figure(figsize=(2.2 * (1 + len(panels)), 2.2 * n + 0.5))
+    axes = fig.subplots(n, 1 + len(panels), squeeze=False)
     for i in range(n):
         img = np.asarray(rgb[i], float) / 255.0
-        axes[i, 0].imshow(img)
-        axes[i, 0].set_title(image_labels[i] if image_labels else f"image {i}", fontsize=7)
-        for j, name in enumerate(names):
-            m = np.asarray(masks[name][i], bool)
-            col = np.array(tint.get(name, (0.1, 0.8, 0.2)))
-            over = img * 0.45
-            over[m] = 0.35 * img[m] + 0.65 * col
-            axes[i, j + 1].imshow(over)
-            axes[i, j + 1].set_title(f"{name} ({m.mean():.0%} of the area)", fontsize=7)
+        sil = np.asarray(masks["silhouette"][i], bool) if "silhouette" in masks else None
+        contour = sil ^ ndimage.binary_erosion(sil, border_value=1) if sil is not None else None
+        for j, (title, tints) in enumerate([("clean image", {})] + panels):
+            over = img.copy() if not tints else img * 0.45
+            shares = []
+            for name, col in tints.items():
+                m = np.asarray(masks[name][i], bool)
+                over[m] = 0.35 * img[m] + 0.65 * np.asarray(col)
+                shares.append(f"{name} {m.mean():.0%}")
+            if contour is not None:
+                over[contour] = (1.0, 1.0, 0.0)
+            axes[i, j].imshow(over)
+            label = image_labels[i] if (j == 0 and image_labels) else (f"image {i}" if j == 0 else title)
+            axes[i, j].set_title(label + ("\n" + ", ".join(shares) if shares else
+                                          (f"\nsilhouette {sil.mean():.0%}" if sil is not None else "")), fontsize=6)
     for ax in axes.ravel():
         ax.set_axis_off()
-    fig.suptitle(f"{cls}: masks from the clean image (replace with analysis.masks.folder)", fontsize=8)
-    fig.tight_layout(rect=(0, 0, 1, 0.96))
+    fig.suptitle(f"{cls}: masks of the clean image (yellow: silhouette contour; hand-drawn where packaged for "
+                 "that image, else GrabCut; analysis.masks.folder replaces any)", fontsize=7)
+    fig.tight_layout(rect=(0, 0, 1, 0.95))
     return _save_png(fig, out_png)
 
 

@@ -120,9 +120,14 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
         for m in METHODS:
             ds = open_store(r / "analysis" / m / f"{s}.zarr")
             assert ds["enrichment"].dims == ("image", "seed", "step", "mask", "part")
-            assert ds["enrichment"].shape == (2, 2, 4, 2, 2) and list(ds["mask"].values) == ["outline", "detail"]
-            # (part=pos is NaN where a map has no positive pixel: the tiny run's 2x2-window Occlusion)
-            assert np.isfinite(ds["enrichment"].sel(part="abs").values).all()
+            assert ds["enrichment"].shape == (2, 2, 4, 6, 2)
+            assert list(ds["mask"].values) == ["silhouette", "outline", "interior", "background", "detail", "edges"]
+            # (part=pos is NaN where a map has no positive pixel: the tiny run's 2x2-window Occlusion;
+            # an empty mask, e.g. no outline where the silhouette fills the frame, is NaN for every map)
+            filled = ds["mask_pixels"].any(("y", "x")).transpose("image", "mask")
+            e = ds["enrichment"].sel(part="abs").transpose("image", "seed", "step", "mask")
+            assert np.isfinite(e.where(filled).values[np.broadcast_to(filled.values[:, None, None], e.shape)]).all()
+            assert np.isnan(e.values[np.broadcast_to(~filled.values[:, None, None], e.shape)]).all()
             assert np.isfinite(ds["spectral_centroid"].values).all()
             # the costly checks on the subset only: image 0, seed 0, steps k = 0 and 99 (steps_every 10)
             sub = ds["in_subset"].values
@@ -237,7 +242,7 @@ def test_nested_command_line_override_reruns_only_its_method(tiny_run):
 def test_an_analysis_setting_replans_only_analysis_its_figures_and_the_report(tiny_run):
     """`--config 'analysis={...}'` after the tiny run: a mask setting reruns the per-method analysis
     stores and what reads them; a verdict setting only the summary and the report; nothing upstream."""
-    res = tiny(tiny_run[0], "-n", config=["analysis={masks: {outline: {fraction: 0.2}}}"])
+    res = tiny(tiny_run[0], "-n", config=["analysis={masks: {outline: {width: 4}}}"])
     rules = _planned_rules(res.stdout + res.stderr)
     assert {f"analyze_{m}_{s}" for m in METHODS for s in SLUGS} <= rules
     allowed = {f"analyze_{m}_{s}" for m in METHODS for s in SLUGS} | {f"figures_analysis_{s}" for s in SLUGS} \

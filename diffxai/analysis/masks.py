@@ -1,46 +1,54 @@
-"""Outline and detail masks computed from the clean image only (no weights), plus PNG I/O.
+"""The named regions of a clean image (no weights, never a noised image), plus PNG I/O.
 
-Definitions (all on the clean 8-bit RGB image, never on a noised one):
+Every mask is a boolean ``(H, W)`` array per image (``(N, H, W)`` for the N images of a class),
+computed from the clean 8-bit RGB image only:
 
-- **grey**: ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` scaled to [0, 1].
-- **edge magnitude**: Sobel gradient magnitude of the grey image smoothed with a Gaussian of
-  ``edge_sigma`` px. Smoothing first keeps the coarse, object-scale contours (the "outline" of
-  Wang & Vastola 2023: high-variance, low-frequency layout) and drops fur/texture.
-- **outline band** (``outline.method: edges``): the ``outline.fraction`` of pixels with the largest
-  edge magnitude (a fixed area fraction, so enrichment values are comparable across images). On a
-  close-up face this band holds the eyes, nose and head contour: "coarse, high-contrast structure"
-  rather than the object's silhouette alone; a user ``outline`` PNG replaces it.
-- **outline band** (``outline.method: silhouette``): a foreground silhouette from an unsupervised
-  2-means clustering of the blurred Lab-like colour (the cluster that touches the image border
-  least is the object; largest connected component, holes filled); the band is the
-  ``outline.fraction`` of pixels nearest to the silhouette's boundary. Experimental: on the
-  study's close-up cat faces and the tiger in grass the 2-means split often follows lighting or
-  grass instead of the animal (look at the written PNGs); ``edges`` is the default.
-- **detail mask**: fine-scale energy ``G_e * (G_s1 * I - G_s2 * I)^2`` (difference of Gaussians
-  ``s1 < s2``, squared, locally averaged over ``G_e``) ranked among the pixels inside the object
-  region (the silhouette, or a centred box of ``centre_fraction`` of the area) and outside the
-  outline band; the top ``detail.fraction`` of the image area is the mask. Outline and detail
-  masks are therefore disjoint.
+- **silhouette**: the object's foreground. The packaged hand-drawn silhouette when the image is one
+  it was drawn on (:mod:`.hand_masks`, matched by sha256; ``hand: true``), else the automatic one
+  (:mod:`.segmentation`: GrabCut with a "probably background" border init, largest component,
+  holes filled). An empty silhouette gives empty outline and interior masks (their enrichment is
+  NaN, so claims about them stay undecided), never a substitute region.
+- **outline**: the band of ``outline.width`` px around the silhouette's boundary, half inside and
+  half outside: pixels whose Euclidean distance to the nearest pixel across the boundary is at most
+  ``width / 2``. The image frame is not a boundary: a silhouette that fills the frame has no
+  outline.
+- **interior**: silhouette minus outline. **background**: the rest (outline, interior and
+  background partition the image).
+- **detail**: the ``detail.fraction`` of the *interior's* pixels with the largest fine-scale energy
+  ``G_e * (G_s1 * I - G_s2 * I)^2`` (difference of Gaussians of the grey image, squared, locally
+  averaged): the object's fine texture (fur, stripes, eyes), not its contour.
+- **edges**: the ``edges.fraction`` of the image's pixels with the largest Sobel magnitude of the
+  grey image blurred by ``edges.edge_sigma`` px: high-contrast structure anywhere (the object's
+  contour, but also stripes, eyes and background clutter). It is never called an outline.
+- **face**, **stripes** (and any other hand mask): added from the packaged hand masks when every
+  image of the class has one.
 
-A mask is a boolean array ``(H, W)`` (or ``(N, H, W)`` for N images). User masks: a folder of
-PNGs named ``{image:03d}_{name}.png`` (or ``{name}.png`` for every image); non-zero = inside.
+``grey`` is ITU-R BT.601 luma ``0.299 R + 0.587 G + 0.114 B`` in [0, 1]. ``names`` picks (and
+orders) the computed masks kept. User masks: a folder of PNGs ``{image:03d}_{name}.png`` (or
+``{name}.png`` for every image), non-zero = inside; they replace or add to all of the above.
 """
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Mapping, Sequence
 
 import numpy as np
 from PIL import Image
 from scipy import ndimage
 
 from ..errors import DiffxaiError
+from . import hand_masks as HM
+from . import segmentation as SEG
 
+COMPUTED = ("silhouette", "outline", "interior", "background", "detail", "edges")
 DEFAULTS = {
-    "outline": {"method": "edges", "fraction": 0.10, "edge_sigma": 2.0},
-    "detail": {"fraction": 0.10, "sigma_fine": 0.7, "sigma_coarse": 2.0, "energy_sigma": 2.0,
-               "region": "centre", "centre_fraction": 0.5},
+    "names": list(COMPUTED),
+    "hand": True,
+    "silhouette": dict(SEG.GRABCUT_DEFAULTS),
+    "outline": {"width": 8.0},
+    "detail": {"fraction": 0.25, "sigma_fine": 0.7, "sigma_coarse": 2.0, "energy_sigma": 2.0},
+    "edges": {"fraction": 0.10, "edge_sigma": 2.0},
 }
 
 
@@ -67,138 +75,89 @@ def fine_energy(g: np.ndarray, sigma_fine: float = 0.7, sigma_coarse: float = 2.
 
 
 def top_fraction(score: np.ndarray, fraction: float, where: np.ndarray | None = None) -> np.ndarray:
-    """Boolean mask of exactly ``round(fraction * H * W)`` pixels with the largest ``score``.
+    """Boolean mask of the ``round(fraction * n)`` eligible pixels with the largest ``score``.
 
-    Only pixels with ``where`` True are eligible (all by default); if fewer are eligible, all of
-    them are returned. Ties are broken by position (stable sort), so the area is exact.
+    ``n`` is the number of eligible pixels (``where`` True; all pixels by default). Ties are broken
+    by position (stable sort), so the area is exact.
     """
     if not 0 < fraction <= 1:
         raise DiffxaiError(f"mask fraction must be in (0, 1], got {fraction}")
     flat = np.asarray(score, dtype=np.float64).ravel()
-    n = int(round(fraction * flat.size))
-    s = flat.copy()
-    if where is not None:
-        s[~np.asarray(where, bool).ravel()] = -np.inf
-        n = min(n, int(np.asarray(where, bool).sum()))
+    ok = np.ones(flat.size, bool) if where is None else np.asarray(where, bool).ravel()
+    n = int(round(fraction * int(ok.sum())))
+    s = np.where(ok, flat, -np.inf)
     order = np.argsort(-s, kind="stable")[:n]
     out = np.zeros(flat.size, bool)
     out[order] = True
     return out.reshape(np.shape(score))
 
 
-def centre_box(shape: tuple[int, int], fraction: float = 0.5) -> np.ndarray:
-    """A centred axis-aligned box covering ``fraction`` of the image area (side ratio kept)."""
-    h, w = shape
-    s = np.sqrt(fraction)
-    bh, bw = max(1, int(round(h * s))), max(1, int(round(w * s)))
-    out = np.zeros((h, w), bool)
-    y0, x0 = (h - bh) // 2, (w - bw) // 2
-    out[y0:y0 + bh, x0:x0 + bw] = True
-    return out
+def outline_band(fg: np.ndarray, width: float = 8.0) -> np.ndarray:
+    """Pixels within ``width / 2`` px of the boundary of ``fg`` on either side (the frame is no boundary)."""
+    fg = np.asarray(fg, bool)
+    if width <= 0:
+        raise DiffxaiError(f"analysis.masks.outline.width must be > 0 px, got {width}")
+    if fg.all() or not fg.any():
+        return np.zeros(fg.shape, bool)
+    half = width / 2.0
+    inside = fg & (ndimage.distance_transform_edt(fg) <= half)       # distance to the nearest outside pixel
+    outside = ~fg & (ndimage.distance_transform_edt(~fg) <= half)    # distance to the nearest inside pixel
+    return inside | outside
 
 
-def silhouette(rgb: np.ndarray, blur_sigma: float = 4.0, iters: int = 20) -> np.ndarray:
-    """Unsupervised foreground estimate of one (H, W, 3) image: 2-means on blurred colour.
-
-    Features: the three channels blurred with ``blur_sigma``, plus the distance to the image centre
-    (weak prior that the object is central). The object cluster is the one with the smaller share
-    of the border pixels; its largest connected component with holes filled is returned.
-    """
-    img = np.asarray(rgb, np.float64) / 255.0
-    h, w = img.shape[:2]
-    feats = np.stack([ndimage.gaussian_filter(img[..., c], blur_sigma) for c in range(3)], -1)
-    yy, xx = np.mgrid[0:h, 0:w]
-    r = np.hypot((yy - (h - 1) / 2) / h, (xx - (w - 1) / 2) / w)
-    f = np.concatenate([feats, 0.5 * r[..., None]], -1).reshape(-1, 4)
-    border = np.zeros((h, w), bool)
-    border[[0, -1], :] = True
-    border[:, [0, -1]] = True
-    c = np.stack([f[~border.ravel()].mean(0), f[border.ravel()].mean(0)])  # init: inside vs border
-    for _ in range(iters):
-        lab = ((f[:, None, :] - c[None]) ** 2).sum(-1).argmin(1)
-        new = np.stack([f[lab == j].mean(0) if np.any(lab == j) else c[j] for j in range(2)])
-        if np.allclose(new, c):
-            break
-        c = new
-    lab = lab.reshape(h, w)
-    obj = int(np.argmin([np.mean(lab[border] == j) for j in range(2)]))
-    fg = lab == obj
-    comp, n = ndimage.label(fg)
-    if n == 0:
-        return centre_box((h, w), 0.5)
-    sizes = ndimage.sum(fg, comp, index=np.arange(1, n + 1))
-    fg = comp == (1 + int(np.argmax(sizes)))
-    return ndimage.binary_fill_holes(fg)
+def edges_mask(rgb: np.ndarray, *, fraction: float = 0.10, edge_sigma: float = 2.0) -> np.ndarray:
+    """The ``fraction`` of pixels with the largest blurred-Sobel magnitude of one (H, W, 3) image."""
+    return top_fraction(edge_magnitude(grey(rgb), edge_sigma), fraction)
 
 
-def boundary_band(fg: np.ndarray, fraction: float) -> np.ndarray:
-    """The ``fraction`` of pixels nearest to the boundary of the boolean region ``fg``."""
-    edge = fg ^ ndimage.binary_erosion(fg, border_value=0)
-    if not edge.any():
-        raise DiffxaiError("silhouette has no boundary; use outline.method: edges")
-    dist = ndimage.distance_transform_edt(~edge)
-    return top_fraction(-dist, fraction)
+def detail_mask(rgb: np.ndarray, interior: np.ndarray, *, fraction: float = 0.25, sigma_fine: float = 0.7,
+                sigma_coarse: float = 2.0, energy_sigma: float = 2.0) -> np.ndarray:
+    """The ``fraction`` of the ``interior`` pixels with the largest fine-scale energy."""
+    return top_fraction(fine_energy(grey(rgb), sigma_fine, sigma_coarse, energy_sigma), fraction, interior)
 
 
-def outline_mask(rgb: np.ndarray, *, method: str = "edges", fraction: float = 0.10,
-                 edge_sigma: float = 2.0, fg: np.ndarray | None = None) -> np.ndarray:
-    """Outline band of one clean image (H, W, 3) -> bool (H, W); see the module docstring."""
-    if method == "edges":
-        return top_fraction(edge_magnitude(grey(rgb), edge_sigma), fraction)
-    if method == "silhouette":
-        return boundary_band(silhouette(rgb) if fg is None else fg, fraction)
-    raise DiffxaiError(f"outline.method {method!r} is not 'edges' or 'silhouette'")
-
-
-def detail_mask(rgb: np.ndarray, *, fraction: float = 0.10, sigma_fine: float = 0.7,
-                sigma_coarse: float = 2.0, energy_sigma: float = 2.0, region: str = "centre",
-                centre_fraction: float = 0.5, exclude: np.ndarray | None = None,
-                fg: np.ndarray | None = None) -> np.ndarray:
-    """Detail mask of one clean image (H, W, 3) -> bool (H, W); see the module docstring."""
-    g = grey(rgb)
-    if region == "centre":
-        where = centre_box(g.shape, centre_fraction)
-    elif region == "silhouette":
-        where = silhouette(rgb) if fg is None else fg
-    elif region == "image":
-        where = np.ones(g.shape, bool)
-    else:
-        raise DiffxaiError(f"detail.region {region!r} is not 'centre', 'silhouette' or 'image'")
-    if exclude is not None:
-        where = where & ~exclude
-    return top_fraction(fine_energy(g, sigma_fine, sigma_coarse, energy_sigma), fraction, where)
-
-
-def _merged(settings: Mapping | None) -> dict:
-    s = {k: dict(v) for k, v in DEFAULTS.items()}
+def merged_settings(settings: Mapping | None) -> dict:
+    """:data:`DEFAULTS` updated with the ``analysis.masks`` block (unknown keys such as ``folder`` kept)."""
+    s = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in DEFAULTS.items()}
     for k, v in (settings or {}).items():
-        if k not in DEFAULTS:          # e.g. the stage's 'folder' key
-            continue
-        if k in s and isinstance(v, Mapping):
+        if isinstance(s.get(k), dict) and isinstance(v, Mapping):
             s[k].update(v)
         else:
             s[k] = v
+    unknown = sorted(set(s["names"]) - set(COMPUTED))
+    if unknown:
+        raise DiffxaiError(f"analysis.masks.names: {unknown} not among the computed masks {list(COMPUTED)}")
     return s
 
 
-def compute_masks(clean_rgb: np.ndarray, settings: Mapping | None = None) -> dict[str, np.ndarray]:
-    """``{"outline": (N, H, W) bool, "detail": (N, H, W) bool}`` for N clean images (N, H, W, 3).
+def image_masks(rgb: np.ndarray, settings: Mapping | None = None,
+                fg: np.ndarray | None = None) -> dict[str, np.ndarray]:
+    """Every computed mask of one clean (H, W, 3) image, from ``fg`` (default: the automatic silhouette)."""
+    s = merged_settings(settings)
+    fg = SEG.silhouette(rgb, s["silhouette"]) if fg is None else np.asarray(fg, bool)
+    band = outline_band(fg, float(s["outline"]["width"]))
+    interior = fg & ~band
+    out = {"silhouette": fg, "outline": band, "interior": interior, "background": ~fg & ~band}
+    if "detail" in s["names"]:
+        out["detail"] = detail_mask(rgb, interior, **s["detail"])
+    if "edges" in s["names"]:
+        out["edges"] = edges_mask(rgb, **s["edges"])
+    return {k: out[k] for k in s["names"]}
 
-    ``settings`` is the ``analysis.masks`` config block (``outline``/``detail`` sub-blocks as in
-    :data:`DEFAULTS`). The silhouette is computed once per image when either mask needs it.
+
+def compute_masks(clean_rgb: np.ndarray, settings: Mapping | None = None,
+                  hand: Sequence[Mapping[str, np.ndarray]] | None = None) -> dict[str, np.ndarray]:
+    """``{name: (N, H, W) bool}`` for the ``names`` of N clean images (N, H, W, 3) (or one (H, W, 3)).
+
+    ``hand``: per image, its hand masks (``{}`` for none); a hand ``silhouette`` replaces the
+    automatic one (and so moves outline, interior, background and detail with it).
     """
-    s = _merged(settings)
+    s = merged_settings(settings)
     rgb = np.asarray(clean_rgb)
-    if rgb.ndim == 3:
-        rgb = rgb[None]
-    out = {"outline": [], "detail": []}
-    for img in rgb:
-        need_fg = s["outline"]["method"] == "silhouette" or s["detail"]["region"] == "silhouette"
-        fg = silhouette(img) if need_fg else None
-        o = outline_mask(img, fg=fg, **s["outline"])
-        out["outline"].append(o)
-        out["detail"].append(detail_mask(img, exclude=o, fg=fg, **s["detail"]))
-    return {k: np.stack(v) for k, v in out.items()}
+    rgb = rgb[None] if rgb.ndim == 3 else rgb
+    hand = list(hand) if hand is not None else [{}] * len(rgb)
+    per = [image_masks(img, s, h.get("silhouette")) for img, h in zip(rgb, hand)]
+    return {k: np.stack([p[k] for p in per]) for k in s["names"]}
 
 
 def mask_file(folder: str | os.PathLike, name: str, image: int | None = None) -> Path:
@@ -257,11 +216,23 @@ def load_masks(folder: str | os.PathLike, n_images: int, shape: tuple[int, int],
 
 
 def class_masks(clean_rgb: np.ndarray, settings: Mapping | None = None,
-                user_folder: str | os.PathLike | None = None) -> dict[str, np.ndarray]:
-    """Computed outline/detail masks, overridden or extended by the user's PNGs (e.g. ``face``)."""
+                user_folder: str | os.PathLike | None = None,
+                sources: Sequence[str | None] | None = None) -> dict[str, np.ndarray]:
+    """The masks of a class's N clean images (N, H, W, 3): computed (:func:`compute_masks`), with the
+    packaged hand masks when ``hand`` is on (a hand silhouette replaces the automatic one per image;
+    ``face``/``stripes`` are added when every image has one), then the user's PNGs on top.
+
+    ``sources``: optional sha256 of each image's source file, a second key for the hand masks.
+    """
+    s = merged_settings(settings)
     rgb = np.asarray(clean_rgb)
     rgb = rgb[None] if rgb.ndim == 3 else rgb
-    masks = compute_masks(rgb, settings)
+    hand = HM.class_hand_masks(rgb, sources) if s["hand"] else [{}] * len(rgb)
+    masks = compute_masks(rgb, s, hand)
+    extra = set.intersection(*(set(h) for h in hand)) - {"silhouette"} if hand else set()
+    for name in sorted(extra):
+        masks[name] = np.stack([h[name] for h in hand])
     if user_folder is not None:
         masks.update(load_masks(user_folder, rgb.shape[0], rgb.shape[1:3]))
     return masks
+
