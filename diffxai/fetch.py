@@ -156,6 +156,21 @@ def _relative(path: Path, root) -> str:
         return Path(path).name
 
 
+def _sources(class_info, image_dir, cache_dir, image_seed, timeout, context):
+    """Candidate images of a class, in the order they are tried, as (path, source, name), and the
+    order's description for the manifest."""
+    if image_dir not in (None, ""):
+        candidates = select_order(list_images(image_dir, class_info.synset), image_seed, class_info.index)
+        sources = [(p, str(p), _relative(p, image_dir)) for p in candidates]
+        order = ("sorted by file name" if image_seed is None
+                 else f"seeded permutation, numpy default_rng([{int(image_seed)}, {class_info.index}])")
+    else:
+        path, url = fetch_class_image(class_info, None, cache_dir, timeout=timeout, context=context)
+        sources = [(path, url, PurePosixPath(urlsplit(url).path).name or path.name)]
+        order = "the pinned download (one image per class; set image_dir for more)"
+    return sources, order
+
+
 def fetch_class_images(class_info, out_dir, *, image_dir, cache_dir, n: int = 1,
                        image_seed: int | None = None, min_images: int | None = None,
                        skip_bad: bool = False, resize: int = 256, crop: int = 224,
@@ -174,15 +189,7 @@ def fetch_class_images(class_info, out_dir, *, image_dir, cache_dir, n: int = 1,
     label = f"class {class_info.slug} ({class_info.synset})"
     n = int(n)
     need = n if min_images is None else min(int(min_images), n)
-    if image_dir not in (None, ""):
-        candidates = select_order(list_images(image_dir, class_info.synset), image_seed, class_info.index)
-        sources = [(p, str(p), _relative(p, image_dir)) for p in candidates]
-        order = ("sorted by file name" if image_seed is None
-                 else f"seeded permutation, numpy default_rng([{int(image_seed)}, {class_info.index}])")
-    else:
-        path, url = fetch_class_image(class_info, None, cache_dir, timeout=timeout, context=context)
-        sources = [(path, url, PurePosixPath(urlsplit(url).path).name or path.name)]
-        order = "the pinned download (one image per class; set image_dir for more)"
+    sources, order = _sources(class_info, image_dir, cache_dir, image_seed, timeout, context)
     images, skipped, duplicates, warnings = [], [], [], []
     pngs: list[bytes] = []
     seen: dict[str, int] = {}

@@ -270,6 +270,26 @@ def _median_band(curves: np.ndarray, ci: float = 0.95, n_boot: int = 500):
         return med, np.nanpercentile(boot, a, 0), np.nanpercentile(boot, 100 - a, 0)
 
 
+def _class_curves(ds):
+    """Sorted steps k, p_true (image, seed, step), each image's seed mean and the drawn (line, lo,
+    hi): one image: seed mean and min-max over seeds; several: median over images and its band."""
+    da = ds["p_true"]
+    for dim in ("seed", "image"):
+        if dim not in da.dims:
+            da = da.expand_dims(dim)
+    da = da.transpose("image", "seed", "step")
+    k = np.asarray(ds["step"].values, dtype=float)
+    p = np.asarray(da.values, dtype=float)
+    order = np.argsort(k)
+    k, p = k[order], p[:, :, order]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps stay NaN
+        per_image = np.nanmean(p, 1)  # (image, step)
+        if p.shape[0] == 1:
+            return k, p, per_image, (per_image[0], np.nanmin(p[0], 0), np.nanmax(p[0], 0))
+        return k, p, per_image, _median_band(per_image)
+
+
 def softmax_curves(probs: Mapping[str, Any], onset, out_png,
                    study: Mapping[str, float] | None = None, *, dpi: int = DPI,
                    threshold: float = 0.5, study_threshold: float = 0.5, pdf=None) -> tuple[Path, Path]:
@@ -283,24 +303,9 @@ def softmax_curves(probs: Mapping[str, Any], onset, out_png,
     many = False
     for i, (cls, ds) in enumerate(probs.items()):
         c = colors[i % len(colors)]
-        da = ds["p_true"]
-        for dim in ("seed", "image"):
-            if dim not in da.dims:
-                da = da.expand_dims(dim)
-        da = da.transpose("image", "seed", "step")
-        k = np.asarray(ds["step"].values, dtype=float)
-        p = np.asarray(da.values, dtype=float)
-        order = np.argsort(k)
-        k, p = k[order], p[:, :, order]
+        k, p, per_image, (line, lo, hi) = _class_curves(ds)
+        many = many or p.shape[0] > 1
         kmin, kmax = min(kmin, k.min()), max(kmax, k.max())
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN steps stay NaN
-            per_image = np.nanmean(p, 1)  # (image, step)
-            if p.shape[0] == 1:
-                line, lo, hi = per_image[0], np.nanmin(p[0], 0), np.nanmax(p[0], 0)
-            else:
-                many = True
-                line, lo, hi = _median_band(per_image)
         name = class_label(ds, cls)
         row = _row_for(onset, cls)
         label = name + (f" ({p.shape[0]} images)" if p.shape[0] > 1 else "")

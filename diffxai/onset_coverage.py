@@ -84,7 +84,7 @@ def truth(steps, *, n=200_000, seed=12345, **model) -> dict[str, float]:
 
 def _fit_index_sets(steps, curves, counts):
     """Estimates for mean curves given as count rows over ``curves`` (N, K)."""
-    return on._boot_from_counts(counts, curves, steps, {})
+    return on.resample_estimates(steps, curves, counts, {})
 
 
 def _bca(theta_hat, boot, jack, alpha):
@@ -117,12 +117,8 @@ def intervals(steps, p, *, n_boot=999, ci=0.95, rng=None, methods=METHODS):
     out: dict[str, dict[str, tuple[float, float]]] = {}
     # the pipeline's own class estimate and CI
     seed = int(rng.integers(2**31))
-    if I == 1:
-        full, cis, hier_vals, _ = on._class_one_image(steps, p[0], S, "onset", kw, alpha, n_boot,
-                                                      np.random.default_rng(seed))
-    else:
-        full, cis, hier_vals, _ = on._class_hierarchical(steps, p, "onset", kw, alpha, n_boot,
-                                                         np.random.default_rng(seed))
+    full, cis, hier_vals, _ = on.class_estimate(steps, p, "onset", kw, alpha, n_boot,
+                                                np.random.default_rng(seed))
     point = {t: full[t] for t in TARGETS}
     if "hier_percentile" in methods:
         out["hier_percentile"] = {t: cis[t] for t in TARGETS}
@@ -135,7 +131,7 @@ def intervals(steps, p, *, n_boot=999, ci=0.95, rng=None, methods=METHODS):
             cnt = np.zeros((n_boot, n_u), np.int32)
             np.add.at(cnt, (np.arange(n_boot)[:, None], rng.integers(0, n_u, (n_boot, n_u))), 1)
             v = _fit_index_sets(steps, units, cnt)
-            out["images_percentile"] = on._percentile_cis({t: v[t] for t in TARGETS}, alpha)
+            out["images_percentile"] = on.percentile_cis({t: v[t] for t in TARGETS}, alpha)
     if n_u >= 2 and ("hier_bca" in methods or "scipy_bca" in methods):
         jack_counts = 1 - np.eye(n_u, dtype=np.int32)
         jack = _fit_index_sets(steps, units, jack_counts)
