@@ -368,8 +368,11 @@ def test_one_image_numbers_are_unchanged():
                                      rng_seed=7)
         row = pc.iloc[0]
         for c, v in golden.items():
-            assert row[c] == v, c  # exact, not approx
-        assert ps.onset.tolist() == seeds and ps.image.tolist() == [0] * 4
+            # the golden digits were recorded on another CPU: its BLAS moves the last ~9 digits of the
+            # curve fits, so the pin is 1e-9 relative (a refactor's own bitwise check is
+            # bench/compare_results.py on one machine)
+            assert row[c] == pytest.approx(v, rel=1e-9), c
+        assert ps.onset.tolist() == pytest.approx(seeds, rel=1e-9) and ps.image.tolist() == [0] * 4
         assert row["n_images"] == 1 and row["n_seeds"] == 4 and row["flags"] == "ok"
         # the one image's row is the class row
         assert len(pi) == 1 and pi.iloc[0]["onset_lo"] == row["onset_lo"]
