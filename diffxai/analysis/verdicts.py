@@ -202,7 +202,7 @@ CONTROL_RULE = ("the spectral trend survives control C if the CI of the map's ch
                 "direction; it does not survive if the map's change CI excludes 0 but the (map - C) change "
                 "CI includes 0 or has the opposite sign; undecided if the map's own change CI includes 0")
 
-SPECTRAL_CONTROLS = ("input", "noise_only", "gradient_only")
+SPECTRAL_CONTROLS = ("input_abs", "gradient_only", "theory")
 
 
 def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectral_centroid",
