@@ -213,7 +213,8 @@ def test_editing_an_onset_setting_plans_only_onset_figures_and_report(tiny_run, 
     assert "onset" in rules
     allowed = {"onset", "figures_curves", "report_md", "aggregate", "all"} | {f"figures_onset_{s}" for s in SLUGS} \
         | {f"figures_grid_{m}" for m in METHODS} \
-        | {"analysis_summary"} | {f"figures_analysis_{s}" for s in SLUGS}  # the phases are centred on the onset
+        | {"analysis_summary"} | {f"figures_analysis_{s}" for s in SLUGS} \
+        | {f"analyze_{m}_{s}" for m in METHODS for s in SLUGS}  # the phases and the costly subset follow the onset
     assert rules <= allowed, rules - allowed
 
 
