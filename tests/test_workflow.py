@@ -132,7 +132,11 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
             assert ("randomization_spearman" in ds) == (m != "occlusion")
             assert ds["mask_pixels"].shape == (2, 2, 224, 224)
             assert (r / "benchmarks" / f"analyze_{m}" / f"{s}.tsv").is_file()
-        assert "spectral_centroid_gradient_only" in open_store(r / "analysis" / "integrated_gradients" / f"{s}.zarr")
+            assert list(ds["fill"].values) == ["baseline", "noise"]
+            assert ("enrichment_gradient_only" in ds) == (m != "occlusion")   # each gradient method's own
+            assert np.isfinite(ds["enrichment_input_abs"].sel(part="abs").values).all()
+        shared = open_store(r / "analysis" / "integrated_gradients" / f"{s}.zarr")   # the shared checks' job
+        assert np.isfinite(shared["p_true_band"].values).all() and shared["crossover_frequency"].dims == ("image", "step")
         ag = open_store(r / "analysis" / "agreement" / f"{s}.zarr")
         assert ag["method_spearman"].dims == ("pair", "image", "seed", "step") and ag.sizes["pair"] == 3
         assert (r / "figures" / f"analysis_{s}.png").stat().st_size > 10_000
