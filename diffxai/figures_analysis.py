@@ -21,8 +21,8 @@ from .figures import ATTR_CMAP, DPI, LOG_SNR_LABEL, STEP_LABEL, method_label
 #: (variable, selection, title, chance line) per panel row of the metric figure
 PANELS = (
     ("p_true", {}, "p(true class)", None),
-    ("enrichment", {"mask": "outline", "part": "abs"}, "outline enrichment |a| (1 = chance)", 1.0),
-    ("enrichment", {"mask": "detail", "part": "abs"}, "detail enrichment |a| (1 = chance)", 1.0),
+    ("enrichment", {"mask": "outline", "part": "abs"}, "outline enrichment |a| (1 = chance); grey: |x|", 1.0),
+    ("enrichment", {"mask": "detail", "part": "abs"}, "detail enrichment |a| (1 = chance); grey: |x|", 1.0),
     ("spectral_centroid", {}, "spectral centroid of |a| (cycles/px); grey: |x|; purple: noising predicts "
      "(solid: crossover f*, dashed: kept centroid)", None),
     ("low_freq_share", {}, "low-frequency share; grey: |x|", None),
@@ -96,7 +96,8 @@ def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: i
                 _band(ax, x, da, "k", name, n_boot, level, seed)
             control = f"{name}_input_abs"
             if control in ds:
-                _band(ax, x, ds[control], "0.5", "|x| itself", n_boot, level, seed, ls="--")
+                _band(ax, x, ds[control].sel(sel) if sel else ds[control], "0.5", "|x| itself", n_boot, level, seed,
+                      ls="--")
             if name == "spectral_centroid":
                 _theory_lines(ax, x, ds)
             if name == "deletion_auc_raw" and "order" in ds[name].dims:

@@ -121,6 +121,9 @@ def test_the_tests_take_the_workflows_path(tiny_class, tmp_path):
     via_stores = ST.combine(stores, agree)
     xr.testing.assert_allclose(via_stores.drop_attrs().load(), direct.drop_attrs())
     assert not hasattr(ST, "DEFAULTS")
+    from diffxai import figures_analysis as FIG     # the figure reads the combined Dataset: theory, bands
+    png = FIG.metric_figure(via_stores, {"onset": 25.0}, "tiny", tmp_path / "analysis.png", n_boot=20)
+    assert png.stat().st_size > 10_000
 
 
 def test_controls_are_the_inputs_magnitude_and_the_methods_own_gradient(tiny_class):
