@@ -471,8 +471,8 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
         tables.append(t)
         for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(s["verdicts"]["proper_window"]),
                                    claim_classes=s["verdicts"]["claim_classes"]) + \
-                VE.spectral_trend_survives(t, cls, "spectral_centroid") + \
-                VE.spectral_trend_survives(t, cls, "low_freq_share"):
+                VE.spectral_trend_survives(t, cls, "spectral_centroid", controls=CONTROLS["spectral_centroid"]) + \
+                VE.spectral_trend_survives(t, cls, "low_freq_share", controls=CONTROLS["low_freq_share"]):
             verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.DataFrame(verdicts)
