@@ -23,13 +23,12 @@ PANELS = (
     ("p_true", {}, "p(true class)", None),
     ("enrichment", {"mask": "outline", "part": "abs"}, "outline enrichment |a| (1 = chance); grey: |x|", 1.0),
     ("enrichment", {"mask": "detail", "part": "abs"}, "detail enrichment |a| (1 = chance); grey: |x|", 1.0),
-    ("spectral_centroid", {}, "spectral centroid of |a| (cycles/px); grey: |x|; purple: noising predicts "
-     "(solid: crossover f*, dashed: kept centroid)", None),
+    ("spectral_centroid", {}, "centroid of |a| (cycles/px); grey: |x|; purple: noising (f*, dashed: kept)", None),
     ("low_freq_share", {}, "low-frequency share; grey: |x|", None),
     ("p_true_band", {}, "p(true) of low- / high-pass inputs (cut at f*)", None),
     ("method_spearman", {}, "method agreement (Spearman, 28x28)", 0.0),
-    ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true) (subset steps; solid: baseline fill, "
-     "dash-dot: noise fill); dotted: random orders", None),
+    ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true); fill: solid baseline, -. noise; "
+     ": random", None),
 )
 COLOURS = {"integrated_gradients": "C0", "gradient_shap": "C1", "occlusion": "C2"}
 
@@ -119,7 +118,7 @@ def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: i
             ax.tick_params(labelsize=7)
             if r == 0 and c == 0:
                 ax.text(0.01, 0.9, "red: onset (band: CI)", transform=ax.transAxes, fontsize=6, color="crimson")
-        if r == 1 or "pair" in da.dims:
+        if r == 1 or "pair" in da.dims or "band" in da.dims:
             h, lab = axes[r, 1].get_legend_handles_labels()
             if h:
                 axes[r, 1].legend(h, lab, fontsize=6, loc="best")
