@@ -67,7 +67,7 @@ def main():
         masks = MK.class_masks(rgb)
         t1, c1 = time.perf_counter(), time.process_time()
         for i, (m, ds) in enumerate(attrs.items()):
-            ST.analyze_method(noised, ds, rgb, None, settings, masks=masks, include_input=i == 0)
+            ST.analyze_method(noised, ds, rgb, None, settings, masks=masks, shared=i == 0)
         t2, c2 = time.perf_counter(), time.process_time()
         ST.analyze_agreement(attrs, settings)
         t3, c3 = time.perf_counter(), time.process_time()

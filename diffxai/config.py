@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import functools
 from pathlib import Path
 
 import yaml
@@ -23,6 +24,34 @@ def _set_defaults(schema: dict, cfg):
         if key in cfg:
             cfg[key] = _set_defaults(sub, cfg[key])
     return cfg
+
+
+#: the workflow's schema: every config key's type and default, the only source of defaults
+SCHEMA_PATH = Path(__file__).resolve().parents[1] / "config" / "schema.yaml"
+
+
+@functools.lru_cache(maxsize=None)
+def _schema() -> dict:
+    if not SCHEMA_PATH.is_file():
+        raise DiffxaiError(f"config schema {SCHEMA_PATH} is missing (the package reads its defaults from it)")
+    return yaml.safe_load(SCHEMA_PATH.read_text())
+
+
+def schema_defaults(section: str) -> dict:
+    """The defaults config/schema.yaml gives the top-level key ``section`` (e.g. ``"analysis"``),
+    filled recursively as validation fills them; a fresh copy per call. Torch-free."""
+    props = _schema().get("properties", {})
+    if section not in props:
+        raise DiffxaiError(f"config schema has no top-level key {section!r}")
+    return _set_defaults(props[section], copy.deepcopy(props[section].get("default", {})))
+
+
+def merged(defaults: dict, settings) -> dict:
+    """``defaults`` deep-updated with ``settings`` (mappings merge key by key, anything else replaces)."""
+    out = copy.deepcopy(defaults)
+    for k, v in (settings or {}).items():
+        out[k] = merged(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, dict) else copy.deepcopy(v)
+    return out
 
 
 def _types(schema: dict) -> set[str]:

@@ -2,7 +2,8 @@
 onset marked, the masks over the clean image, and an animated GIF across steps (Pillow).
 
 Inputs are the Datasets of :mod:`diffxai.analysis.stage` (one class, dim ``xai_method``, as
-:func:`diffxai.pipeline.class_analysis` assembles them from the stores) and the CONTRACT.md stores.
+:func:`diffxai.analysis.stage.combine` assembles them from the stores) and the stores of
+docs/DESIGN.md.
 Object-oriented matplotlib only (no pyplot state), fixed sizes in inches.
 """
 from __future__ import annotations
@@ -20,13 +21,14 @@ from .figures import ATTR_CMAP, DPI, LOG_SNR_LABEL, STEP_LABEL, method_label
 #: (variable, selection, title, chance line) per panel row of the metric figure
 PANELS = (
     ("p_true", {}, "p(true class)", None),
-    ("enrichment", {"mask": "outline", "part": "abs"}, "outline enrichment |a| (1 = chance)", 1.0),
-    ("enrichment", {"mask": "detail", "part": "abs"}, "detail enrichment |a| (1 = chance)", 1.0),
-    ("spectral_centroid", {}, "spectral centroid (cycles/px); grey: input", None),
-    ("low_freq_share", {}, "low-frequency share; grey: input", None),
+    ("enrichment", {"mask": "outline", "part": "abs"}, "outline enrichment |a| (1 = chance); grey: |x|", 1.0),
+    ("enrichment", {"mask": "detail", "part": "abs"}, "detail enrichment |a| (1 = chance); grey: |x|", 1.0),
+    ("spectral_centroid", {}, "centroid of |a| (cycles/px); grey: |x|; purple: noising (f*, dashed: kept)", None),
+    ("low_freq_share", {}, "low-frequency share; grey: |x|", None),
+    ("p_true_band", {}, "p(true) of low- / high-pass inputs (cut at f*)", None),
     ("method_spearman", {}, "method agreement (Spearman, 28x28)", 0.0),
-    ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true) (subset steps); dotted: random orders",
-     None),
+    ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true); fill: solid baseline, -. noise; "
+     ": random", None),
 )
 COLOURS = {"integrated_gradients": "C0", "gradient_shap": "C1", "occlusion": "C2"}
 
@@ -53,6 +55,15 @@ def _band(ax, x, da, colour, label, n_boot, level, seed, ls="-"):
     ax.plot(x[ok], m[ok], ls, color=colour, label=label, marker="o" if ok.sum() < 12 else None, ms=3, lw=1.2)
 
 
+def _theory_lines(ax, x, ds):
+    """The theory's crossover frequency and kept centroid (image, step), mean over images."""
+    for k, ls, label in (("crossover_frequency", "-", "crossover f*"), ("spectral_centroid_theory", "--", None)):
+        if k in ds:
+            v = np.asarray(ds[k].transpose("image", "step").values, float)
+            if np.isfinite(v).any():
+                ax.plot(x, np.nanmean(v, 0), ls, color="purple", lw=1, label=label)
+
+
 def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: int = 500, level: float = 0.95,
                   seed: int = 0) -> Path:
     """Per metric (rows) vs step and vs log-SNR (columns): mean over (image, seed) with CI bands per
@@ -68,21 +79,31 @@ def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: i
         da = ds[name].sel(sel) if sel else ds[name]
         for c, x in enumerate((steps, lsnr)):
             ax = axes[r, c]
-            if "pair" in da.dims:
-                for j, pair in enumerate(da["pair"].values):
-                    _band(ax, x, da.sel(pair=pair), f"C{j + 3}", str(pair).replace("~", " ~ "), n_boot, level, seed)
+            if "fill" in da.dims:       # one line style per deletion fill
+                for m in methods:
+                    for f, ls in zip(da["fill"].values, ("-", "-.", "--")):
+                        _band(ax, x, da.sel(xai_method=m, fill=f), COLOURS.get(m, "k"),
+                              method_label(m) if ls == "-" else None, n_boot, level, seed, ls=ls)
+            elif "pair" in da.dims or "band" in da.dims:
+                dim = "pair" if "pair" in da.dims else "band"
+                for j, lab in enumerate(da[dim].values):
+                    _band(ax, x, da.sel({dim: lab}), f"C{j + 3}", str(lab).replace("~", " ~ "), n_boot, level, seed)
             elif "xai_method" in da.dims:
                 for m in methods:
                     _band(ax, x, da.sel(xai_method=m), COLOURS.get(m, "k"), method_label(m), n_boot, level, seed)
             else:
                 _band(ax, x, da, "k", name, n_boot, level, seed)
-            control = f"{name}_input"
+            control = f"{name}_input_abs"
             if control in ds:
-                _band(ax, x, ds[control], "0.5", "input itself", n_boot, level, seed, ls="--")
+                _band(ax, x, ds[control].sel(sel) if sel else ds[control], "0.5", "|x| itself", n_boot, level, seed,
+                      ls="--")
+            if name == "spectral_centroid":
+                _theory_lines(ax, x, ds)
             if name == "deletion_auc_raw" and "order" in ds[name].dims:
                 rnd = [o for o in ds["order"].values if str(o).startswith("random")]
+                first = {"fill": ds["fill"].values[0]} if "fill" in ds[name].dims else {}
                 for m in methods if rnd else ():
-                    _band(ax, x, ds[name].sel(xai_method=m, order=rnd).mean("order"), COLOURS.get(m, "k"),
+                    _band(ax, x, ds[name].sel(xai_method=m, order=rnd, **first).mean("order"), COLOURS.get(m, "k"),
                           None, n_boot, level, seed, ls=":")
             if chance is not None:
                 ax.axhline(chance, color="0.6", lw=0.7, ls=":")
@@ -97,7 +118,7 @@ def metric_figure(ds, onset_row: Mapping | None, cls: str, out_png, *, n_boot: i
             ax.tick_params(labelsize=7)
             if r == 0 and c == 0:
                 ax.text(0.01, 0.9, "red: onset (band: CI)", transform=ax.transAxes, fontsize=6, color="crimson")
-        if r == 1 or "pair" in da.dims:
+        if r == 1 or "pair" in da.dims or "band" in da.dims:
             h, lab = axes[r, 1].get_legend_handles_labels()
             if h:
                 axes[r, 1].legend(h, lab, fontsize=6, loc="best")

@@ -363,12 +363,25 @@ def _in_analysis_subset(c: dict, classes) -> bool:
     return classes is None or c["slug"] in classes or c["synset"] in classes
 
 
-def analyze(noised, attributions, images, probs, analyses, method, settings, ig_settings, analysis,
-            classes, classifier, output, device, gradient_only):
+def class_onset(onset, slug: str) -> float | None:
+    """The class onset k* of results/onset.csv (None: no row or no onset)."""
+    import pandas as pd
+
+    table = pd.read_csv(onset).set_index("cls")
+    if slug not in table.index or not np.isfinite(float(table.loc[slug, "onset"])):
+        return None
+    return float(table.loc[slug, "onset"])
+
+
+def analyze(noised, attributions, images, probs, onset, analyses, method, settings, analysis,
+            classes, classifier, output, device, shared):
     """results/analysis/{method}/{cls}.zarr: every per-method metric of diffxai.analysis.stage
-    (dims image, seed, step[, mask, part, order, fraction, depth]), ``p_true`` beside them and the
-    masks used (``mask_pixels``). ``gradient_only``: this job also computes the method-independent
-    gradient-only IG control (one method's job does, the summary shares it)."""
+    (dims image, seed, step[, mask, part, order, fill, fraction, depth, band]), ``p_true`` beside
+    them and the masks used (``mask_pixels``). The costly subset is placed around the class onset
+    of ``onset`` (results/onset.csv). The gradient methods' control is their own gradient-only map
+    (``multiply_by_inputs: false`` on the method's settings). ``shared``: this job also computes the
+    method-independent costly check (p_true of the band-filtered inputs; the summary shares it)."""
+    from .analysis import controls as CT
     from .analysis import masks as MK
     from .analysis.stage import analyze_method, engine_attribute_fn, merged_settings, user_mask_folder
     from .attribution import EngineOptions, method_spec
@@ -381,44 +394,30 @@ def analyze(noised, attributions, images, probs, analyses, method, settings, ig_
     model = load_classifier(classifier, dev)
     options = EngineOptions(device=dev, output=output)
     attribute_fn = engine_attribute_fn(method_spec(method, settings), options)
-    gradient_fn = (engine_attribute_fn(method_spec("integrated_gradients", {**ig_settings, "multiply_by_inputs": False}),
-                                       options) if gradient_only else None)
+    gradient_fn = (engine_attribute_fn(method_spec(method, {**settings, "multiply_by_inputs": False}), options)
+                   if method in CT.GRADIENT_METHODS else None)
     for c, src, asrc, folder, psrc, dst in zip(classes, noised, attributions, images, probs, analyses):
         t0 = time.perf_counter()
         nds, ads, pds = open_store(src), open_store(asrc), open_store(psrc)
         rgb = _clean_rgb(folder)
         masks = MK.class_masks(rgb, s["masks"], user_mask_folder(s["masks"]["folder"], nds.attrs))
         costly = _in_analysis_subset(c, s["subset"]["classes"])
-        ds = analyze_method(nds, ads, rgb, model if costly else None, s,
+        k_star = class_onset(onset, c["slug"])
+        ds = analyze_method(nds, ads, rgb, model if costly else None, s, probs=pds, onset=k_star,
                             attribute_fn=attribute_fn if costly else None,
-                            gradient_fn=gradient_fn if costly else None, masks=masks, method=method)
-        imgs = ds["image"].values
-        p = probs_at(pds, ds)
-        ds["p_true"] = (("image", "seed", "step"), p)
-        ds["mask_pixels"] = (("mask", "image", "y", "x"),
-                             np.stack([np.asarray(masks[m])[imgs] for m in ds["mask"].values]).astype(np.uint8))
+                            gradient_fn=gradient_fn if costly else None, masks=masks, shared=shared, method=method)
         for k in ("image_file", "image_sha256"):
             if k in ads.coords:
                 ds = ds.assign_coords({k: ("image", ads[k].values)})
         ds.attrs.update(_class_attrs(c), xai_method=method, method_settings=json_attr(settings),
                         analysis=json_attr(s), costly_checks=costly, classifier=classifier, device=dev,
-                        gradient_only_control=bool(gradient_only and costly),
+                        shared_checks=bool(shared and costly), onset=np.nan if k_star is None else k_star,
                         seconds=round(time.perf_counter() - t0, 2), **_versions())
         ds.attrs.pop("method", None)
         write_dataset(ds, dst)
-        log.info("%s %s: %d maps analysed (%s checks) in %.1f s -> %s", method, c["slug"],
+        log.info("%s %s: %d maps analysed (%s checks; subset around onset %s) in %.1f s -> %s", method, c["slug"],
                  int(np.prod([ds.sizes[d] for d in ("image", "seed", "step")])),
-                 "costly and cheap" if costly else "cheap", time.perf_counter() - t0, dst)
-
-
-def probs_at(pds, ds) -> np.ndarray:
-    """p_true of a probs store at the (image, seed, step) labels of ``ds``."""
-    from .analysis.stage import _take
-
-    p = pds["p_true"]
-    for d in ("image", "seed", "step"):
-        p = _take(p, d, ds[d].values)
-    return np.asarray(p.transpose("image", "seed", "step").values, dtype=np.float64)
+                 "costly and cheap" if costly else "cheap", k_star, time.perf_counter() - t0, dst)
 
 
 def analyze_agreement(attributions, agreements, classes, methods, agreement):
@@ -435,33 +434,6 @@ def analyze_agreement(attributions, agreements, classes, methods, agreement):
         log.info("%s: agreement of %s -> %s", c["slug"], ", ".join(methods), dst)
 
 
-def class_analysis(method_stores: dict, agreement_store=None):
-    """One class's analysis Dataset along ``xai_method`` (what analysis.stage.analyze_class
-    returns) from the per-method stores and the agreement store; the gradient-only control (one
-    job computes it) is shared by every method."""
-    import xarray as xr
-
-    per = [ds.drop_vars(["mask_pixels"], errors="ignore").expand_dims(xai_method=[m])
-           for m, ds in method_stores.items()]
-    ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
-                   join="outer", combine_attrs="drop_conflicts")
-    for k in ("spectral_centroid_gradient_only", "low_freq_share_gradient_only", "p_true",
-              "spectral_centroid_input", "low_freq_share_input"):
-        if k in ds:  # method-independent: one copy (the first method that has it)
-            v = ds[k]
-            have = [m for m in ds["xai_method"].values if np.isfinite(v.sel(xai_method=m).values).any()]
-            ds[k] = v.sel(xai_method=have[0] if have else ds["xai_method"].values[0], drop=True)
-    if agreement_store is not None:
-        ag = agreement_store
-        ds = ds.assign({k: ag[k].variable for k in ag.data_vars if k.startswith("method_")})
-        for k in ag.data_vars:
-            if k.startswith("seed_"):
-                ds[k] = ag[k]
-        if "pair" in ag.coords:
-            ds = ds.assign_coords(pair=ag["pair"].values)
-    return ds
-
-
 def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category, classes, methods, analysis):
     """results/analysis/phases.csv (class x method x metric: before/around/after, paired changes,
     CIs), verdicts.csv (claim, class, method or 'combined', verdict, rule, numbers) and
@@ -469,7 +441,7 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
     import pandas as pd
 
     from .analysis import verdicts as VE
-    from .analysis.stage import merged_settings, summarize_class
+    from .analysis.stage import combine, merged_settings, summarize_class
     from .classes import class_table_df
     from .store import atomic_path, open_store
 
@@ -479,7 +451,7 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
     all_phases, all_verdicts = [], []
     for c, agsrc in zip(classes, agreements):
         stores = {m: open_store(next(paths)) for m in methods}
-        ds = class_analysis(stores, open_store(agsrc))
+        ds = combine(stores, open_store(agsrc))
         row = table.loc[c["slug"]].to_dict() if c["slug"] in table.index else None
         # claim_classes name synsets: judge with the synset, report with the slug
         ph, vd = summarize_class(ds, row, c["synset"], s)
@@ -506,7 +478,8 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
 
 #: metrics the per-category summary keeps (rows of the phase table)
 CATEGORY_METRICS = ("enrichment[mask=outline,part=abs]", "enrichment[mask=detail,part=abs]", "spectral_centroid",
-                    "low_freq_share", "method_spearman", "deletion_auc[order=attribution]", "insertion_auc[order=attribution]")
+                    "low_freq_share", "method_spearman", "deletion_auc[fill=baseline,order=attribution]",
+                    "insertion_auc[fill=baseline,order=attribution]")
 
 
 def category_summary(ph, class_table) -> "pd.DataFrame":
@@ -539,6 +512,7 @@ def figure_analysis(noised, images, attributions, analyses, agreements, onset, o
     import pandas as pd
 
     from . import figures_analysis as FA
+    from .analysis.stage import combine
     from .figures import representative_image
     from .store import open_store
 
@@ -550,7 +524,7 @@ def figure_analysis(noised, images, attributions, analyses, agreements, onset, o
         slug = c["slug"]
         ads = {m: open_store(next(a_paths)) for m in methods}
         stores = {m: open_store(next(s_paths)) for m in methods}
-        ds = class_analysis(stores, open_store(agsrc))
+        ds = combine(stores, open_store(agsrc))
         row = table.loc[slug].to_dict() if slug in table.index else None
         FA.metric_figure(ds, row, slug, png, n_boot=min(int(aligned["n_boot"]), 500), level=float(aligned["level"]),
                          seed=int(aligned["seed"]))

@@ -4,8 +4,9 @@
 #
 # The analysis jobs run where classify runs (analysis.device: auto = the GPU when torch sees one,
 # no GPU claim): their costly part (deletion/insertion, randomization, the spectral controls) is
-# bounded by analysis.subset and costs a fraction of the attribution (docs: the measurement in the
-# lead's README), so holding a GPU slot for it would only queue it behind the attribution jobs.
+# bounded by analysis.subset and costs a fraction of the attribution, so holding a GPU slot for it
+# would only queue it behind the attribution jobs. The per-method jobs read results/onset.csv: the
+# costly subset is placed around each class's onset (analysis.subset.steps_relative_to_onset).
 # Each rule's params carry only the analysis keys it reads: a verdict window change reruns the
 # summary and the report, a mask change the per-method stores and what follows.
 
@@ -21,18 +22,18 @@ for _method in config["methods"]:
                 attributions=[attribution_store(_method, s) for s in _members],
                 images=[image_folder(s) for s in _members],
                 probs=[probs_store(s) for s in _members],
+                onset="results/onset.csv",
             output:
                 analyses=[directory(analysis_store(_method, s)) for s in _members],
             params:
                 method=_method,
                 settings=config["attribution"][_method],
-                ig_settings=config["attribution"]["integrated_gradients"],
                 analysis={k: ANALYSIS[k] for k in ANALYSIS_METHOD_KEYS},
                 classes=class_params(_members),
                 classifier=config["classifier"],
                 output=config["attribution"]["output"],
                 device=ANALYSIS["device"],
-                gradient_only=_method == GRADIENT_CONTROL_METHOD,
+                shared=_method == SHARED_CHECKS_METHOD,
             log:
                 f"results/logs/analyze_{_method}/{_shard}.log",
             benchmark:

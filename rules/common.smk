@@ -60,9 +60,10 @@ def agreement_store(slug):
 
 ANALYSIS = config["analysis"]
 # the analysis: keys the per-method analysis jobs read (their params carry only these)
-ANALYSIS_METHOD_KEYS = ("masks", "enrichment", "spectral", "subset", "controls", "faithfulness", "randomization")
-# the gradient-only IG control does not depend on the method: one method's jobs compute it
-GRADIENT_CONTROL_METHOD = (
+ANALYSIS_METHOD_KEYS = ("masks", "enrichment", "spectral", "subset", "controls", "faithfulness", "randomization",
+                        "theory")
+# the method-independent costly check (p_true of band-filtered inputs): one method's jobs compute it
+SHARED_CHECKS_METHOD = (
     "integrated_gradients" if "integrated_gradients" in config["methods"] else config["methods"][0]
 )
 

@@ -1,4 +1,4 @@
-"""The per-class stage on a tiny class in the CONTRACT.md layout, with Captum as the attribute function."""
+"""The per-class stage on a tiny class in the stores' layout (docs/DESIGN.md), with Captum as the attribute function."""
 import numpy as np
 import pytest
 import torch
@@ -67,7 +67,7 @@ SETTINGS = {"subset": {"images": 1, "seeds": 1, "steps_every": 3},
 def test_analyze_class_layout_and_subset(tiny_class):
     noised, probs, attrs, rgb, model, _ = tiny_class
     ds = ST.analyze_class(noised, probs, attrs, rgb, model, SETTINGS, attribute_fn={"integrated_gradients": ig,
-                          "occlusion": occ}, gradient_fn=ig_grad_only)
+                          "occlusion": occ}, gradient_fn={"integrated_gradients": ig_grad_only})
     assert list(ds["xai_method"].values) == ["integrated_gradients", "occlusion"]
     assert ds["enrichment"].dims == ("xai_method", "image", "seed", "step", "mask", "part")
     assert list(ds["mask"].values) == list(MK.COMPUTED)
@@ -81,7 +81,8 @@ def test_analyze_class_layout_and_subset(tiny_class):
     sub = ds["in_subset"].isel(xai_method=0).values
     assert sub.sum() == 3 and list(np.flatnonzero(sub[0, 0])) == [0, 3, 5]  # every 3rd position + the last
     auc = ds["deletion_auc"].sel(xai_method="integrated_gradients")
-    assert auc.dims == ("image", "seed", "step", "order")
+    assert auc.dims == ("image", "seed", "step", "fill", "order")
+    assert list(ds["fill"].values) == ["baseline", "noise"]
     assert np.isfinite(auc.values[sub]).all() and np.isnan(auc.values[~sub]).all()
     assert list(ds["order"].values) == ["attribution", "random0", "random1", "input_abs"]
     rsub = ds["in_randomization_subset"].isel(xai_method=0).values
@@ -89,14 +90,21 @@ def test_analyze_class_layout_and_subset(tiny_class):
     rs = ds["randomization_spearman"].sel(xai_method="integrated_gradients").values
     np.testing.assert_allclose(rs[rsub][:, 0], 1.0, atol=1e-6)        # depth 'original' of a deterministic method
     assert np.isnan(rs[~rsub]).all()
-    # the gradient-only control does not depend on the method: one class-level variable
-    assert ds["spectral_centroid_gradient_only"].dims == ("image", "seed", "step")
-    assert np.isfinite(ds["spectral_centroid_gradient_only"].values[sub]).all()
-    assert np.isnan(ds["spectral_centroid_gradient_only"].values[~sub]).all()
+    # each gradient method's own gradient-only control; Occlusion has no x factor and none
+    g = ds["enrichment_gradient_only"]
+    assert g.dims == ("xai_method", "image", "seed", "step", "mask", "part")
+    gi = ds["spectral_centroid_gradient_only"].sel(xai_method="integrated_gradients").values
+    assert np.isfinite(gi[sub]).all() and np.isnan(gi[~sub]).all()
+    assert np.isnan(ds["spectral_centroid_gradient_only"].sel(xai_method="occlusion").values).all()
+    # method-independent: one class-level copy, every unit
+    for k in ("enrichment_input_abs", "spectral_centroid_input_abs", "p_true", "p_true_band"):
+        assert "xai_method" not in ds[k].dims and ds[k].dims[:3] == ("image", "seed", "step"), k
+        assert np.isfinite(ds[k].sel(part="abs") if "part" in ds[k].dims else ds[k]).all(), k
+    assert ds["crossover_frequency"].dims == ("image", "step")
+    assert list(ds["band"].values) == ["low@crossover", "high@crossover"]
     assert ds["method_spearman"].dims == ("pair", "image", "seed", "step")
     assert list(ds["pair"].values) == ["integrated_gradients~occlusion"]
     assert ds["seed_spearman"].dims == ("xai_method", "image", "step")
-    assert ds["p_true"].dims == ("image", "seed", "step")
     np.testing.assert_allclose(ds["p_true"].values, probs["p_true"].values[:1])
     # the phase table reads the stage's output directly
     t = AL.phase_table(ds.sel(xai_method="integrated_gradients"), onset=25.0, variables=["enrichment"],
@@ -104,20 +112,55 @@ def test_analyze_class_layout_and_subset(tiny_class):
     assert V.enrichment_metric("outline") in set(t["metric"])
 
 
-def test_noise_only_control_sees_the_noise_alone(tiny_class):
-    noised, _, attrs, rgb, model, eps = tiny_class
+def test_the_tests_take_the_workflows_path(tiny_class, tmp_path):
+    """analyze_class is the workflow's composition: per-method stores written and read back, the
+    agreement store, stage.combine (what analysis_summary and the figures call)."""
+    from diffxai.store import open_store, write_dataset
+    noised, probs, attrs, rgb, model, _ = tiny_class
+    s = dict(SETTINGS, randomization={"enabled": False}, faithfulness={"enabled": False})
+    direct = ST.analyze_class(noised, probs, attrs, rgb, model, s, gradient_fn=ig_grad_only)
+    stores = {m: open_store(write_dataset(ST.analyze_method(noised, attrs[m], rgb, model, s, probs=probs,
+                                                            gradient_fn=ig_grad_only, shared=m == "integrated_gradients",
+                                                            method=m), tmp_path / f"{m}.zarr"))
+              for m in sorted(attrs)}
+    agree = open_store(write_dataset(ST.analyze_agreement(attrs, s), tmp_path / "agreement.zarr"))
+    via_stores = ST.combine(stores, agree)
+    xr.testing.assert_allclose(via_stores.drop_attrs().load(), direct.drop_attrs())
+    assert not hasattr(ST, "DEFAULTS")
+    from diffxai import figures_analysis as FIG     # the figure reads the combined Dataset: theory, bands
+    png = FIG.metric_figure(via_stores, {"onset": 25.0}, "tiny", tmp_path / "analysis.png", n_boot=20)
+    assert png.stat().st_size > 10_000
+
+
+def test_controls_are_the_inputs_magnitude_and_the_methods_own_gradient(tiny_class):
+    from diffxai.analysis import controls as CT
+    noised, _, attrs, rgb, model, _ = tiny_class
     seen = []
 
     def spy(m, x, t):
         seen.append(x.clone())
-        return ig(m, x, t)
+        return ig_grad_only(m, x, t)
 
-    s = dict(SETTINGS, faithfulness={"enabled": False}, randomization={"enabled": False},
-             controls={"noise_only": True, "gradient_only": False})
-    ST.analyze_method(noised, attrs["integrated_gradients"], rgb, model, s, attribute_fn=spy)
-    ab = noised["alpha_bar"].values
-    expect = torch.as_tensor(np.sqrt(1 - ab[[0, 3, 5]])[:, None, None, None] * eps[0, 0, 0])
-    torch.testing.assert_close(seen[0], expect.float(), rtol=1e-4, atol=1e-5)
+    s = dict(SETTINGS, faithfulness={"enabled": False}, randomization={"enabled": False}, theory={"enabled": False})
+    ds = ST.analyze_method(noised, attrs["integrated_gradients"], rgb, model, s, gradient_fn=spy)
+    x = noised["x"].values[:1]
+    torch.testing.assert_close(seen[0], torch.as_tensor(x[0, 0, [0, 3, 5]]))      # the subset's own inputs
+    ref = CT.map_metrics(torch.as_tensor(np.abs(x).sum(3)).reshape(-1, H, W), np.zeros(S * K, int),
+                         {m: ds["mask_pixels"].sel(mask=m).values.astype(bool) for m in ds["mask"].values},
+                         ST.merged_settings(s))
+    np.testing.assert_allclose(ds["enrichment_input_abs"].values.reshape(-1, *ds.enrichment.shape[-2:]),
+                               ref["enrichment"])
+    np.testing.assert_allclose(ds["spectral_centroid_input_abs"].values.ravel(), ref["spectral_centroid"])
+    assert "p_true_band" not in ds and "crossover_frequency" not in ds
+    occl = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, gradient_fn=spy, method="occlusion")
+    assert "spectral_centroid_gradient_only" not in occl and len(seen) == 1
+
+
+def test_noise_fill_is_the_steps_noise_alone():
+    ab = np.array([0.19, 0.99])
+    f = ST.noise_fill(ab, (2, 3, 64, 64), seed=0)
+    np.testing.assert_allclose(f.flatten(1).std(1).numpy(), np.sqrt(1 - ab), rtol=0.05)
+    torch.testing.assert_close(f, ST.noise_fill(ab, (2, 3, 64, 64), seed=0))
 
 
 def test_user_face_and_stripes_masks_give_the_difference(tiny_class, tmp_path):
@@ -141,6 +184,16 @@ def test_subset_mask_explicit_steps():
     assert m.sum() == 4 and m[:, 0][:, [1, 4]].all()
 
 
+def test_subset_around_the_onset_on_all_seeds():
+    steps = np.arange(0, 100, 5)
+    sub = {"images": None, "seeds": None, "steps": [0], "steps_relative_to_onset": [-15, 0, 15]}
+    m = ST.subset_mask((2, 4, len(steps)), steps, sub, onset=52.0)
+    assert m.all(axis=(0, 1)).sum() == m.any(axis=(0, 1)).sum()              # every image, every seed
+    assert list(steps[m[0, 0]]) == [0, 35, 50, 65]                           # 52-15 -> 35, 52 -> 50, 67 -> 65
+    assert list(steps[ST.subset_mask((1, 1, len(steps)), steps, sub, onset=None)[0, 0]]) == [0]   # no onset
+    assert list(steps[ST.subset_steps(steps, {"steps_relative_to_onset": [30]}, 90.0)]) == [95]  # clipped
+
+
 def test_summarize_class_gives_tables_and_verdicts(tiny_class):
     noised, probs, attrs, rgb, model, _ = tiny_class
     s = dict(SETTINGS, randomization={"enabled": False}, aligned={"n_boot": 50, "before": 10, "around": 5, "after": 10})
@@ -148,14 +201,15 @@ def test_summarize_class_gives_tables_and_verdicts(tiny_class):
     onset_row = {"onset": 25.0, "threshold_cross": 45.0, "threshold_cross_lo": 42.0, "threshold_cross_hi": 55.0}
     table, verdicts = ST.summarize_class(ds, onset_row, "n02123394", s)
     assert set(table["xai_method"]) == {"integrated_gradients", "occlusion"}
-    assert {"enrichment[mask=outline,part=abs]", "deletion_auc[order=attribution]",
+    assert {"enrichment[mask=outline,part=abs]", "deletion_auc[fill=noise,order=attribution]",
             "method_spearman[pair=integrated_gradients~occlusion]"} <= set(table["metric"])
     v = verdicts.set_index(["xai_method", "claim"])["verdict"]
     assert v[("occlusion", "faces at the rise")] == "undecided (no face mask)"
     assert v[("occlusion", "proper classification from 40-60")] == "supported"
     assert (verdicts["rule"].str.len() > 20).all()
-    assert "spectral_centroid_minus_input" in set(table["metric"])
-    assert "spectral_centroid trend survives the input control" in set(verdicts["claim"])
+    assert {"spectral_centroid_minus_input_abs", "spectral_centroid_minus_theory",
+            "enrichment_minus_input_abs[mask=outline,part=abs]", "p_true_band[band=low@crossover]"} <= set(table["metric"])
+    assert "spectral_centroid trend survives the input_abs control" in set(verdicts["claim"])
     assert v[("occlusion", "spectral_centroid trend survives the gradient_only control")] == "undecided (no gradient_only control)"
     assert verdicts["scope"].str.startswith("image (1 image, 2 seeds)").any()
     assert {"enrichment_vs_null[mask=outline,part=abs]", "enrichment_null[mask=detail,part=abs]"} <= set(table["metric"])
@@ -163,13 +217,13 @@ def test_summarize_class_gives_tables_and_verdicts(tiny_class):
 
 def test_method_filters_for_costly_checks(tiny_class):
     noised, _, attrs, rgb, model, _ = tiny_class
-    s = dict(SETTINGS, faithfulness={"enabled": False},
-             randomization={"methods": ["integrated_gradients"]}, controls={"noise_only_methods": []})
+    s = dict(SETTINGS, faithfulness={"enabled": False}, theory={"enabled": False},
+             randomization={"methods": ["integrated_gradients"]})
     ds = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, attribute_fn=occ)
-    assert "randomization_spearman" not in ds and "spectral_centroid_noise_only" not in ds
-    s["controls"] = {"noise_only_methods": None}                         # null = every method
+    assert "randomization_spearman" not in ds
+    s["randomization"] = {"methods": None}                               # null = every method
     ds = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, attribute_fn=occ, method="occlusion")
-    assert "spectral_centroid_noise_only" in ds
+    assert "randomization_spearman" in ds
 
 
 def test_result_round_trips_through_a_zarr_store(tiny_class, tmp_path):
@@ -181,20 +235,8 @@ def test_result_round_trips_through_a_zarr_store(tiny_class, tmp_path):
     xr.testing.assert_allclose(back.drop_attrs(), ds.drop_attrs())
 
 
-def test_noise_only_control_prefers_the_stores_x0(tiny_class):
-    noised, _, attrs, rgb, model, _ = tiny_class
-    seen = []
-    spy = lambda m, x, t: (seen.append(x.clone()), ig(m, x, t))[1]  # noqa: E731
-    zero = noised.assign(x0=(("image", "channel", "y", "x"), np.zeros((N_IMG, 3, H, W), np.float32)))
-    s = dict(SETTINGS, faithfulness={"enabled": False}, randomization={"enabled": False})
-    ST.analyze_method(zero, attrs["integrated_gradients"], rgb, model, s, attribute_fn=spy)
-    # with x0 = 0 in the store, the "noise alone" input is x_t itself
-    expect = torch.as_tensor(noised["x"].values[0, 0, [0, 3, 5]])
-    torch.testing.assert_close(seen[0], expect)
-
-
 def test_engine_adapter_calls_the_contract_signature(monkeypatch):
-    """CONTRACT.md: maps, stats = attribute(model, inputs, targets, spec, options)."""
+    """The engine's signature: maps, stats = attribute(model, inputs, targets, spec, options)."""
     import sys
     import types
     calls = []

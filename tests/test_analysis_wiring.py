@@ -71,15 +71,39 @@ def test_engine_adapter_sees_randomized_weights():
     assert (res["spearman"][:, -1] < 0.99).all()
 
 
-def test_schema_defaults_are_the_cores_defaults():
-    """config/schema.yaml's analysis block fills exactly analysis.stage.DEFAULTS (plus the rules' keys)."""
+def test_the_schema_is_the_only_source_of_analysis_defaults():
+    """The stage fills its settings from config/schema.yaml's analysis block (no copy of its own), so
+    a validated config and the stage's defaults agree key for key."""
+    from diffxai.config import schema_defaults
+
     cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
     cfg.pop("analysis", None)   # (the preview sets lighter costly checks)
     validate_config(cfg, REPO / "config" / "schema.yaml")
-    a = dict(cfg["analysis"])
-    assert a.pop("device") == "auto" and a.pop("figures") == {"animation_ms": 250}
-    assert a["subset"].pop("classes") is None
-    assert a == ST.DEFAULTS
+    assert cfg["analysis"] == ST.merged_settings(None) == schema_defaults("analysis")
+    assert not hasattr(ST, "DEFAULTS")
+    s = ST.merged_settings({"subset": {"seeds": None}})
+    assert s["subset"]["seeds"] is None and s["subset"]["images"] == cfg["analysis"]["subset"]["images"]
+
+
+def test_paper_config_checks_at_the_studys_settings():
+    """config/paper.yaml: deletion/insertion with >= 10 fractions and >= 5 random orders on every
+    seed around each class's onset and at the noisy end, both fills; randomization at the noisy end,
+    the onset and the clean end."""
+    cfg = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
+    paper = yaml.safe_load((REPO / "config" / "paper.yaml").read_text())
+    for k, v in paper.items():
+        cfg[k] = {**cfg[k], **v} if isinstance(v, dict) and isinstance(cfg.get(k), dict) else v
+    cfg["analysis"] = paper["analysis"]
+    validate_config(cfg, REPO / "config" / "schema.yaml")
+    a = cfg["analysis"]
+    assert len(a["faithfulness"]["fractions"]) >= 10 and a["faithfulness"]["n_random"] >= 5
+    assert a["faithfulness"]["fills"] == ["baseline", "noise"]
+    assert a["subset"]["seeds"] is None and a["subset"]["images"] is None
+    steps = np.arange(100)
+    sub = ST.subset_steps(steps, a["subset"], onset=50.0)
+    assert list(steps[sub]) == [0, 35, 50, 65]
+    rand = ST.subset_steps(steps, {**a["subset"], **a["randomization"]["subset"]}, onset=50.0)
+    assert list(steps[rand]) == [0, 50, 99]
 
 
 def test_a_nested_command_line_analysis_setting_is_typed():

@@ -137,7 +137,11 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
             assert ("randomization_spearman" in ds) == (m != "occlusion")
             assert ds["mask_pixels"].shape == (2, 2, 224, 224)
             assert (r / "benchmarks" / f"analyze_{m}" / f"{s}.tsv").is_file()
-        assert "spectral_centroid_gradient_only" in open_store(r / "analysis" / "integrated_gradients" / f"{s}.zarr")
+            assert list(ds["fill"].values) == ["baseline", "noise"]
+            assert ("enrichment_gradient_only" in ds) == (m != "occlusion")   # each gradient method's own
+            assert np.isfinite(ds["enrichment_input_abs"].sel(part="abs").values).all()
+        shared = open_store(r / "analysis" / "integrated_gradients" / f"{s}.zarr")   # the shared checks' job
+        assert np.isfinite(shared["p_true_band"].values).all() and shared["crossover_frequency"].dims == ("image", "step")
         ag = open_store(r / "analysis" / "agreement" / f"{s}.zarr")
         assert ag["method_spearman"].dims == ("pair", "image", "seed", "step") and ag.sizes["pair"] == 3
         assert (r / "figures" / f"analysis_{s}.png").stat().st_size > 10_000
@@ -218,7 +222,8 @@ def test_editing_an_onset_setting_plans_only_onset_figures_and_report(tiny_run, 
     assert "onset" in rules
     allowed = {"onset", "figures_curves", "report_md", "aggregate", "all"} | {f"figures_onset_{s}" for s in SLUGS} \
         | {f"figures_grid_{m}" for m in METHODS} \
-        | {"analysis_summary"} | {f"figures_analysis_{s}" for s in SLUGS}  # the phases are centred on the onset
+        | {"analysis_summary"} | {f"figures_analysis_{s}" for s in SLUGS} \
+        | {f"analyze_{m}_{s}" for m in METHODS for s in SLUGS}  # the phases and the costly subset follow the onset
     assert rules <= allowed, rules - allowed
 
 

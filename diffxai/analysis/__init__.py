@@ -5,13 +5,17 @@ One concern per module; every function takes numpy/torch arrays with arbitrary l
 
 - :mod:`.masks`         outline band / detail mask of the clean image, PNG read/write (user override)
 - :mod:`.spatial`       enrichment of relevance in a mask (1 = chance) and its circular-shift null
-- :mod:`.spectral`      radially averaged power spectrum, spectral centroid, low-frequency share
+- :mod:`.spectral`      windowed radial power spectrum of |map|, spectral centroid, low-frequency share
+- :mod:`.theory`        what forward noising predicts: crossover frequency, band-filtered inputs
+- :mod:`.controls`      the x-factor controls (gradient-only maps, |x|) and the theory as stage blocks
 - :mod:`.faithfulness`  batched deletion / insertion curves with random and |x| orders as nulls
 - :mod:`.randomization` cascading model-parameter randomization (Adebayo et al. 2018)
 - :mod:`.agreement`     rank correlation and top-k overlap between methods and between seeds
 - :mod:`.aligned`       metric vs step with bootstrap CIs; before/around/after-onset table
 - :mod:`.verdicts`      rules that turn the table into supported / not supported / undecided
-- :mod:`.stage`         the per-class stage function on the xarray stores of CONTRACT.md
+- :mod:`.stage`         the per-class stage on the stores of docs/DESIGN.md: per method, agreement, combine
 
-Snakemake stays out of this package; the rules call :func:`diffxai.analysis.stage.analyze_class`.
+Snakemake stays out of this package: the workflow's stage functions (:mod:`diffxai.pipeline`) call
+:func:`.stage.analyze_method`, :func:`.stage.analyze_agreement` and :func:`.stage.combine`, the
+composition that :func:`.stage.analyze_class` is for tests and notebooks.
 """

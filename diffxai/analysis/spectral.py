@@ -1,22 +1,26 @@
-"""How coarse or fine is a map? Radially averaged power spectrum, centroid, low-frequency share.
+"""How coarse or fine is a map? Windowed radial power spectrum, centroid, low-frequency share.
 
-Definitions, for a map ``a`` (H, W):
+Definitions, for a map ``a`` (H, W) (:func:`spectral_metrics`):
 
-- the map's mean is subtracted first (the DC term carries the total, not the spatial scale);
-- ``F = fft2(a - mean(a))``, power ``|F(fy, fx)|^2`` on the grid of ``numpy.fft.fftfreq``
+- the measure reads **where relevance lies**: ``r = |a|`` (a sign that flips from pixel to pixel is
+  not fine structure of where the map looks; the signed map's spectrum would call it so);
+- ``r`` minus its window-weighted mean (the DC term carries the total, not the spatial scale),
+  times the separable 2-D **Hann window** ``w`` (the FFT treats the map as periodic: without the
+  window the jump between opposite edges leaks power into every high frequency);
+- ``F = fft2(w (r - mean_w r))``, power ``|F(fy, fx)|^2`` on the grid of ``numpy.fft.fftfreq``
   frequencies in cycles per pixel; radial frequency ``f = sqrt(fy^2 + fx^2)``;
 - rings: ``n_bins`` bins of equal width on ``(0, 0.5]`` (0.5 = Nyquist); the corners beyond 0.5
   are left out so every ring is a full circle; default ``n_bins = min(H, W) // 2``;
-- **radially averaged power spectrum** ``P(f_b)`` = mean power over the coefficients of ring b
-  (a white-noise map has a flat ``P``);
-- **spectral centroid** ``sum_b f_b P(f_b) / sum_b P(f_b)`` in cycles/px: the centre of mass of the
-  radially averaged spectrum (white noise -> the band's midpoint, ~0.25; a smooth map -> near 0);
-- **low-frequency share**: the fraction of the map's (non-DC, within-Nyquist) energy in the rings
-  with ``f <= cutoff`` (default 1/16 cycles/px, i.e. structures of 16 px and more, about 14
-  cycles across 224 px). Energy, not mean power: ``sum_{f_b <= c} E_b / sum_b E_b`` where ``E_b``
-  is the summed power of ring b.
+  ``E_b`` = the ring's **energy** (summed power), ``P_b`` = its mean power (white noise: flat P);
+- **spectral centroid** ``sum_b f_b E_b / sum_b E_b`` in cycles/px: the energy-weighted mean
+  frequency (white noise -> the mean radius of the Nyquist disc, 1/3;
+  a smooth blob -> near 0; a 2-px checkerboard -> near the corner frequency, clipped to <= 0.5);
+- **low-frequency share**: ``sum_{f_b <= cutoff} E_b / sum_b E_b`` (default cutoff 1/16 cycles/px,
+  structures of 16 px and more; white noise -> (1/8)^2).
 
-Batched with ``torch.fft.rfft2`` (the half-plane is weighted 2x for the mirrored columns).
+:func:`radial_spectrum` is the generic core (signed input, optional window) that the theory's
+clean-image spectra share. Batched with ``torch.fft.rfft2`` (the half-plane weighted 2x for the
+mirrored columns).
 """
 from __future__ import annotations
 
@@ -44,10 +48,17 @@ def _ring_index(h: int, w: int, n_bins: int) -> tuple[torch.Tensor, torch.Tensor
     return torch.as_tensor(idx.ravel()), torch.as_tensor(wgt.ravel()), centres
 
 
-def radial_spectrum(maps, n_bins: int | None = None, chunk: int = 256) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def hann2d(h: int, w: int) -> torch.Tensor:
+    """The separable (symmetric) 2-D Hann window (H, W), float32."""
+    return torch.outer(torch.hann_window(h, periodic=False), torch.hann_window(w, periodic=False))
+
+
+def radial_spectrum(maps, n_bins: int | None = None, chunk: int = 256,
+                    window: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Maps (..., H, W) -> (P (..., n_bins) mean power per ring, E (..., n_bins) ring energy, f_b).
 
-    ``chunk`` maps at a time go through the FFT (memory stays small on any leading shape).
+    Each map loses its mean (``window=True``: its Hann-weighted mean, then times the Hann window,
+    so the DC term is exactly 0). ``chunk`` maps at a time go through the FFT.
     """
     a = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.array(maps, copy=None, order="C"))
     h, w = a.shape[-2:]
@@ -57,10 +68,14 @@ def radial_spectrum(maps, n_bins: int | None = None, chunk: int = 256) -> tuple[
     wk = wgt.float()
     counts = torch.zeros(n_bins + 1, dtype=torch.float64).index_add_(0, bins, wgt.double())[:n_bins]
     flat = a.reshape(-1, h, w).float()
+    win = hann2d(h, w) if window else None
     E = torch.empty(flat.shape[0], n_bins, dtype=torch.float64)
     for s in range(0, flat.shape[0], chunk):
         x = flat[s:s + chunk]
-        x = x - x.mean((-2, -1), keepdim=True)
+        if win is None:
+            x = x - x.mean((-2, -1), keepdim=True)
+        else:
+            x = (x - (x * win).sum((-2, -1), keepdim=True) / win.sum()) * win
         f = torch.fft.rfft2(x)
         p = (f.real.square() + f.imag.square()).reshape(x.shape[0], -1) * wk
         E[s:s + chunk] = torch.zeros(x.shape[0], n_bins + 1).index_add_(1, bins, p)[:, :n_bins].double()
@@ -69,21 +84,25 @@ def radial_spectrum(maps, n_bins: int | None = None, chunk: int = 256) -> tuple[
     return P.numpy().reshape(*lead, n_bins), E.numpy().reshape(*lead, n_bins), centres
 
 
-def spectral_centroid(P: np.ndarray, freqs: np.ndarray) -> np.ndarray:
-    """Centre of mass of the radially averaged spectrum P (..., B) over ``freqs`` (B,)."""
-    tot = P.sum(-1)
+def spectral_centroid(E: np.ndarray, freqs: np.ndarray) -> np.ndarray:
+    """Energy-weighted mean frequency of ring energies E (..., B) over ``freqs`` (B,); NaN for no energy."""
+    tot = E.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(tot > 0, (P * freqs).sum(-1) / tot, np.nan)
+        return np.where(tot > 0, (E * freqs).sum(-1) / np.where(tot > 0, tot, 1), np.nan)
 
 
 def low_frequency_share(E: np.ndarray, freqs: np.ndarray, cutoff: float = DEFAULT_CUTOFF) -> np.ndarray:
     """Share of the ring energy E (..., B) in rings with centre frequency <= ``cutoff``."""
     tot = E.sum(-1)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(tot > 0, E[..., freqs <= cutoff].sum(-1) / tot, np.nan)
+        return np.where(tot > 0, E[..., freqs <= cutoff].sum(-1) / np.where(tot > 0, tot, 1), np.nan)
 
 
 def spectral_metrics(maps, n_bins: int | None = None, cutoff: float = DEFAULT_CUTOFF) -> dict[str, np.ndarray]:
-    """``{"centroid": (...), "low_share": (...)}`` of maps (..., H, W)."""
-    P, E, f = radial_spectrum(maps, n_bins)
-    return {"centroid": spectral_centroid(P, f), "low_share": low_frequency_share(E, f, cutoff)}
+    """``{"centroid": (...), "low_share": (...)}`` of ``|maps|`` (..., H, W), Hann-windowed (module doc)."""
+    a = maps if isinstance(maps, torch.Tensor) else torch.as_tensor(np.array(maps, copy=None, order="C"))
+    _, E, f = radial_spectrum(a.abs(), n_bins, window=True)
+    # float32 round-off leaves ~1e-12 of a constant map's energy: below that, the map has no structure
+    scale = (a.abs().reshape(*a.shape[:-2], -1).double().pow(2).sum(-1)).numpy().reshape(E.shape[:-1])
+    E = np.where((E.sum(-1) > 1e-9 * np.maximum(scale, 1e-300))[..., None], E, 0.0)
+    return {"centroid": spectral_centroid(E, f), "low_share": low_frequency_share(E, f, cutoff)}

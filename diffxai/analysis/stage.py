@@ -1,25 +1,28 @@
-"""The per-class analysis stage on the xarray stores of CONTRACT.md.
+"""The per-class analysis stage on the xarray stores of docs/DESIGN.md ("Data contract").
 
 Inputs (one class): the noised store (``x`` (image, seed, step, channel, y, x) and the step coords
 ``step``, ``t``, ``alpha_bar``, ``log_snr``), the probs store (``p_true`` (image, seed, step)),
 the attribution store of each method (``attribution`` (image, seed, step, y, x), optional
-``target`` (image, seed, step)), the clean 8-bit images (N_images, H, W, 3) in image order, and
-the classifier (taking [-1, 1] inputs).
+``target`` (image, seed, step)), the clean 8-bit images (N_images, H, W, 3) in image order, the
+classifier (taking [-1, 1] inputs) and the class onset k* (results/onset.csv; it places the subset).
 
-Output: one Dataset with dims (xai_method, image, seed, step[, mask, part, order, fraction,
-depth, pair]) over the attributed images. The dim is not called ``method`` because
+One composition, the same in the workflow and the tests: :func:`analyze_method` per method (one job
+each), :func:`analyze_agreement` across methods, and :func:`combine` of their Datasets into one with
+dims (xai_method, image, seed, step[, mask, part, order, fill, fraction, depth, pair, band]);
+:func:`analyze_class` is exactly that composition. The dim is not called ``method`` because
 ``Dataset.sel(method=...)`` is xarray's inexact-match keyword and would silently return
-everything. Cheap metrics (enrichment, spectra, agreement) cover every (image, seed, step); the
-costly ones (deletion/insertion, randomization, the spectral controls that need new
-attributions) cover ``settings["subset"]`` (randomization: its own ``randomization.subset`` on
-top) and are NaN elsewhere, with booleans ``in_subset`` / ``in_randomization_subset`` saying where.
+everything. Cheap metrics (enrichment, spectra, the |x| controls, the theory, agreement) cover
+every (image, seed, step); the costly ones (deletion/insertion, randomization, the gradient-only
+controls) cover ``settings["subset"]`` (randomization: its own ``randomization.subset`` on top)
+and are NaN elsewhere, with booleans ``in_subset`` / ``in_randomization_subset`` saying where.
 
-An *attribute function* is ``fn(model, x, targets) -> maps`` ((N, C, H, W), (N,) -> (N, H, W));
-the lead passes the engine (:func:`engine_attribute_fn`), tests pass Captum.
+Settings: the ``analysis:`` config block; its defaults come from config/schema.yaml only
+(:func:`diffxai.config.schema_defaults`). An *attribute function* is ``fn(model, x, targets) ->
+maps`` ((N, C, H, W), (N,) -> (N, H, W)); the workflow passes the engine
+(:func:`engine_attribute_fn`), tests may pass Captum.
 """
 from __future__ import annotations
 
-import copy
 from typing import Callable, Mapping
 
 import numpy as np
@@ -28,8 +31,10 @@ import torch
 import xarray as xr
 from torch import nn
 
+from ..config import merged, schema_defaults
 from ..errors import DiffxaiError
 from . import agreement as AG
+from . import controls as CT
 from . import faithfulness as FA
 from . import masks as MK
 from . import randomization as RA
@@ -39,37 +44,21 @@ from . import verdicts as VE
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-DEFAULTS: dict = {
-    "masks": {"folder": None, **copy.deepcopy(MK.DEFAULTS)},
-    "enrichment": {"parts": ["abs", "pos"], "n_null": 16, "min_inside": 0.5, "max_self_overlap": 0.5, "seed": 0},
-    "spectral": {"n_bins": None, "cutoff": SPE.DEFAULT_CUTOFF},
-    "agreement": {"grid": [28, 28], "top_fraction": 0.1},
-    "subset": {"images": 1, "seeds": 1, "steps_every": 10, "steps": None},
-    "controls": {"noise_only": True, "gradient_only": True,
-                 "noise_only_methods": ["integrated_gradients", "gradient_shap"]},
-    "faithfulness": {"enabled": True, "fractions": [0.0, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0],
-                     "baseline": 0.0, "n_random": 3, "seed": 0, "batch_size": 64, "output": "softmax"},
-    "randomization": {"enabled": True, "groups": None, "seed": 42, "threshold": 0.5,
-                      "methods": ["integrated_gradients", "gradient_shap"], "subset": {"steps_every": 50}},
-    "aligned": {"ci": "t", "n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10},
-    "verdicts": copy.deepcopy(VE.DEFAULTS),
-}
+#: variables that do not depend on the method: :func:`combine` keeps one copy (from the first method
+#: that has finite values)
+METHOD_INDEPENDENT = ("p_true", "enrichment_input_abs", "spectral_centroid_input_abs", "low_freq_share_input_abs",
+                      "crossover_frequency", "spectral_centroid_theory", "p_true_band")
 
 
 def merged_settings(settings: Mapping | None) -> dict:
-    """DEFAULTS deep-updated with ``settings`` (the ``analysis:`` config block)."""
-    def merge(a, b):
-        out = copy.deepcopy(a)
-        for k, v in (b or {}).items():
-            out[k] = merge(out[k], v) if isinstance(out.get(k), dict) and isinstance(v, Mapping) else v
-        return out
-    return merge(DEFAULTS, settings)
+    """config/schema.yaml's ``analysis`` defaults deep-updated with ``settings`` (the ``analysis:`` block)."""
+    return merged(schema_defaults("analysis"), settings)
 
 
 def engine_attribute_fn(spec, options=None) -> AttributeFn:
-    """Adapter: the engine of ``diffxai.attribution`` (branch eng) as an attribute function."""
+    """Adapter: the engine of ``diffxai.attribution`` as an attribute function."""
     def fn(model, x, targets):
-        from ..attribution import attribute  # noqa: PLC0415 - engine lives on another branch
+        from ..attribution import attribute  # noqa: PLC0415 - the engine imports its backends lazily
         maps, _ = attribute(model, x, targets, spec, options)
         return torch.as_tensor(maps)
     return fn
@@ -102,20 +91,35 @@ def x0_from_rgb(clean_rgb: np.ndarray) -> torch.Tensor:
     return torch.as_tensor(np.asarray(clean_rgb)).permute(0, 3, 1, 2).float().div(127.5).sub(1.0)
 
 
-def subset_mask(shape: tuple[int, int, int], steps: np.ndarray, subset: Mapping) -> np.ndarray:
-    """Boolean (image, seed, step): first ``images`` images x first ``seeds`` seeds x the steps
-    listed in ``subset.steps`` (step values) or every ``steps_every``-th step position (plus the last)."""
-    n_i, n_s, n_k = shape
-    m = np.zeros(shape, bool)
-    if subset.get("steps") is not None:
-        ks = np.isin(steps, np.asarray(subset["steps"]))
-    else:
+def subset_steps(steps: np.ndarray, subset: Mapping, onset: float | None = None) -> np.ndarray:
+    """Boolean (step,): the union of ``subset.steps`` (step values) and, when the onset is known, the
+    steps nearest ``onset + d`` for d in ``subset.steps_relative_to_onset``; with neither list set,
+    every ``steps_every``-th position (plus the last)."""
+    steps = np.asarray(steps)
+    ks = np.zeros(len(steps), bool)
+    listed, rel = subset.get("steps"), subset.get("steps_relative_to_onset")
+    if listed is None and rel is None:
         every = int(subset.get("steps_every") or 0)
-        ks = np.zeros(n_k, bool)
-        if every > 0:
+        if every > 0 and len(ks):
             ks[::every] = True
             ks[-1] = True
-    m[:int(subset.get("images", 1) or 0), :int(subset.get("seeds", 1) or 0)] = ks
+        return ks
+    if listed is not None:
+        ks |= np.isin(steps, np.asarray(listed))
+    if rel is not None and onset is not None and np.isfinite(onset) and len(steps):
+        for d in rel:
+            ks[int(np.argmin(np.abs(steps - (float(onset) + float(d)))))] = True
+    return ks
+
+
+def subset_mask(shape: tuple[int, int, int], steps: np.ndarray, subset: Mapping,
+                onset: float | None = None) -> np.ndarray:
+    """Boolean (image, seed, step): the first ``images`` images (null: all) x the first ``seeds``
+    seeds (null: all) x :func:`subset_steps`."""
+    m = np.zeros(shape, bool)
+    n_i, n_s = (shape[0] if subset.get("images", 1) is None else int(subset.get("images", 1)),
+                shape[1] if subset.get("seeds", 1) is None else int(subset.get("seeds", 1)))
+    m[:n_i, :n_s] = subset_steps(steps, subset, onset)
     return m
 
 
@@ -161,79 +165,46 @@ def spectral_block(maps: torch.Tensor, s: Mapping, suffix: str = "") -> dict:
             f"low_freq_share{suffix}": (("image", "seed", "step"), m["low_share"])}
 
 
-def _subset_call(fn, sel: np.ndarray, shape, fill_shape=()) -> np.ndarray:
-    """Run ``fn(flat_indices)`` -> (n, *fill_shape) on the subset; NaN elsewhere."""
-    out = np.full((*shape, *fill_shape), np.nan)
-    flat = np.flatnonzero(sel)
-    if flat.size:
-        out.reshape(-1, *fill_shape)[flat] = fn(flat)
-    return out
-
-
 def _gather(x: np.ndarray, flat: np.ndarray) -> torch.Tensor:
     """Inputs of x (image, seed, step, C, H, W) at flat (image, seed, step) indices -> (n, C, H, W)."""
     return torch.as_tensor(x.reshape(-1, *x.shape[3:])[flat])
 
 
-def control_block(model, x: np.ndarray, x0: torch.Tensor, alpha_bar: np.ndarray, targets: np.ndarray,
-                  sel: np.ndarray, s: Mapping, attribute_fn: AttributeFn | None,
-                  gradient_fn: AttributeFn | None) -> dict:
-    """Spectral metrics of the controls on the subset: the method on the step's noise alone
-    (``x_t - sqrt(ab) x0 = sqrt(1 - ab) eps``) and gradient-only IG on ``x_t``."""
-    out = {}
-    shape = sel.shape
-    runs = []
-    if s["controls"]["noise_only"] and attribute_fn is not None:
-        def noise_inputs(flat):
-            ii, _, kk = np.unravel_index(flat, shape)
-            xt = _gather(x, flat)
-            ab = torch.as_tensor(alpha_bar[kk], dtype=torch.float32).view(-1, 1, 1, 1)
-            return xt - ab.sqrt() * x0[ii]
-        runs.append(("_noise_only", attribute_fn, noise_inputs))
-    if s["controls"]["gradient_only"] and gradient_fn is not None:
-        runs.append(("_gradient_only", gradient_fn, lambda flat: _gather(x, flat)))
-    for suffix, fn, make in runs:
-        def metrics(flat, fn=fn, make=make):
-            maps = fn(model, make(flat), torch.as_tensor(targets.reshape(-1)[flat]))
-            m = SPE.spectral_metrics(maps, s["spectral"]["n_bins"], s["spectral"]["cutoff"])
-            return np.stack([m["centroid"], m["low_share"]], -1)
-        v = _subset_call(metrics, sel, shape, (2,))
-        out[f"spectral_centroid{suffix}"] = (("image", "seed", "step"), v[..., 0])
-        out[f"low_freq_share{suffix}"] = (("image", "seed", "step"), v[..., 1])
-    return out
+def noise_fill(alpha_bar_k: np.ndarray, shape: tuple, seed: int) -> torch.Tensor:
+    """The step's noise alone, ``sqrt(1 - alpha_bar) * eps`` with fresh seeded eps (n, C, H, W): what a
+    noised input holds where the image is absent (the noise-matched deletion fill)."""
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    eps = torch.randn(*shape, generator=g)
+    return torch.as_tensor(np.sqrt(1.0 - np.asarray(alpha_bar_k)), dtype=torch.float32).view(-1, 1, 1, 1) * eps
 
 
 def faithfulness_block(model, x: np.ndarray, maps: torch.Tensor, targets: np.ndarray, sel: np.ndarray,
-                       s: Mapping) -> tuple[dict, dict]:
-    """Deletion/insertion AUCs (image, seed, step, order) and curves on the subset; (vars, coords)."""
+                       s: Mapping, alpha_bar: np.ndarray) -> tuple[dict, dict]:
+    """Deletion/insertion AUCs (image, seed, step, fill, order) and curves on the subset, one per
+    deletion fill (``faithfulness.fills``); (vars, coords)."""
     f = s["faithfulness"]
-    fr = list(f["fractions"])
+    fr, fills = list(f["fractions"]), list(f["fills"])
     orders = FA.order_names(int(f["n_random"]))
-    shape = sel.shape
-    flat = np.flatnonzero(sel)
-    res = None
+    shape, flat = sel.shape, np.flatnonzero(sel)
+    dims = ("image", "seed", "step", "fill", "order")
+    out = {f"{m}_{k}": (dims, np.full((*shape, len(fills), len(orders)), np.nan))
+           for m in FA.MODES for k in ("auc", "auc_raw")}
+    out.update({f"{m}_curve": (dims + ("fraction",), np.full((*shape, len(fills), len(orders), len(fr)), np.nan))
+                for m in FA.MODES})
+    pref = np.full(shape, np.nan)
     if flat.size:
         i, sd, k = np.unravel_index(flat, shape)
-        res = FA.deletion_insertion(model, _gather(x, flat), torch.as_tensor(targets.reshape(-1)[flat]),
-                                    maps[i, sd, k], fractions=fr, baseline=float(f["baseline"]),
-                                    n_random=int(f["n_random"]), seed=int(f["seed"]),
-                                    batch_size=int(f["batch_size"]), output=f["output"])
-    out = {}
-    for mode in FA.MODES:
-        for kind in ("auc", "auc_raw"):
-            auc = np.full((*shape, len(orders)), np.nan)
-            if res is not None:
-                auc.reshape(-1, len(orders))[flat] = res[f"{mode}_{kind}"]
-            out[f"{mode}_{kind}"] = (("image", "seed", "step", "order"), auc)
-        cur = np.full((*shape, len(orders), len(fr)), np.nan)
-        if res is not None:
-            cur.reshape(-1, len(orders), len(fr))[flat] = res[f"{mode}_curve"]
-        out[f"{mode}_curve"] = (("image", "seed", "step", "order", "fraction"), cur)
-    pref = np.full(shape, np.nan)
-    if res is not None:
-        pref.reshape(-1)[flat] = res["p_ref"]
+        xs = _gather(x, flat)
+        for j, fill in enumerate(fills):
+            base = float(f["baseline"]) if fill == "baseline" else noise_fill(alpha_bar[k], tuple(xs.shape), f["seed"])
+            res = FA.deletion_insertion(model, xs, torch.as_tensor(targets.reshape(-1)[flat]), maps[i, sd, k],
+                                        fractions=fr, baseline=base, n_random=int(f["n_random"]), seed=int(f["seed"]),
+                                        batch_size=int(f["batch_size"]), output=f["output"])
+            for name, (_, arr) in out.items():
+                arr.reshape(-1, *arr.shape[3:])[flat, j] = res[name]
+            pref.reshape(-1)[flat] = res["p_ref"]
     out["p_before_deletion"] = (("image", "seed", "step"), pref)
-    return out, {"order": orders, "fraction": np.asarray(fr, float)}
+    return out, {"order": orders, "fill": fills, "fraction": np.asarray(fr, float)}
 
 
 def randomization_block(model, x: np.ndarray, maps: torch.Tensor, targets: np.ndarray, sel: np.ndarray,
@@ -280,30 +251,25 @@ def noised_inputs(noised: xr.Dataset, like: xr.DataArray) -> np.ndarray:
     return np.ascontiguousarray(x.transpose("image", "seed", "step", "channel", "y", "x").values, dtype=np.float32)
 
 
-def input_spectra(noised: xr.Dataset, like: xr.DataArray, settings: Mapping | None = None) -> dict:
-    """Spectral metrics of the channel-summed noised input itself (``_input``): what IG's x factor
-    can imprint; shared by all methods."""
-    s = merged_settings(settings)
-    return spectral_block(torch.as_tensor(noised_inputs(noised, like).sum(3)), s, "_input")
-
-
 def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.ndarray, model: nn.Module | None,
-                   settings: Mapping | None = None, *, attribute_fn: AttributeFn | None = None,
-                   gradient_fn: AttributeFn | None = None, masks: Mapping[str, np.ndarray] | None = None,
-                   include_input: bool = True, method: str | None = None) -> xr.Dataset:
+                   settings: Mapping | None = None, *, probs: xr.Dataset | None = None, onset: float | None = None,
+                   attribute_fn: AttributeFn | None = None, gradient_fn: AttributeFn | None = None,
+                   masks: Mapping[str, np.ndarray] | None = None, shared: bool = True,
+                   method: str | None = None) -> xr.Dataset:
     """All per-method metrics of one class (see the module docstring); dims (image, seed, step, ...).
 
     ``clean_rgb`` holds every image of the class in image order; ``masks`` ({name: (N_images, H,
-    W)} over the same images) default to :func:`masks.class_masks`. ``model=None`` skips
-    faithfulness; ``attribute_fn=None`` skips randomization and the noise-only control;
-    ``gradient_fn=None`` skips the gradient-only control; ``include_input=False`` leaves out the
-    input's own spectra (:func:`analyze_class` adds them once for all methods). ``method`` (default:
-    the store's ``method`` attr) is matched against ``randomization.methods`` and
-    ``controls.noise_only_methods`` (null = every method).
+    W)} over the same images) default to :func:`masks.class_masks`; the masks used are stored as
+    ``mask_pixels`` and ``probs``' ``p_true`` beside the metrics. ``onset``: the class onset k*
+    (places ``steps_relative_to_onset``; None: only the listed steps). ``model=None`` skips every
+    costly check; ``attribute_fn=None`` skips randomization; ``gradient_fn`` (the method's own
+    gradient-only attribution) is used for the gradient methods only (Occlusion has no x factor).
+    ``shared``: also compute the method-independent costly check (the band-filtered inputs' p_true);
+    the workflow lets one method's job do it. ``method`` (default: the store's ``method`` attr) is
+    matched against ``randomization.methods`` (null = every method).
     """
     s = merged_settings(settings)
     name = method or attributions.attrs.get("method")
-    allowed = lambda key: key is None or name in key  # noqa: E731
     images = attributions["image"].values
     rgb = np.asarray(clean_rgb)[images]
     if masks is None:
@@ -313,43 +279,58 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     a = attributions["attribution"].transpose("image", "seed", "step", "y", "x")
     maps = torch.as_tensor(np.asarray(a.values, dtype=np.float32))
     targets = _targets(attributions, noised)
-    sel = subset_mask(tuple(maps.shape[:3]), a["step"].values, s["subset"])
-    sel_rand = subset_mask(tuple(maps.shape[:3]), a["step"].values,
-                           {**s["subset"], **(s["randomization"].get("subset") or {})})
-    noise_fn = attribute_fn if allowed(s["controls"]["noise_only_methods"]) else None
-    wants = {"faith": model is not None and s["faithfulness"]["enabled"],
-             "rand": model is not None and attribute_fn is not None and s["randomization"]["enabled"]
-             and allowed(s["randomization"]["methods"]),
-             "ctrl": (noise_fn is not None and s["controls"]["noise_only"])
-             or (gradient_fn is not None and s["controls"]["gradient_only"])}
-    x = noised_inputs(noised, a) if include_input or ((sel | sel_rand).any() and any(wants.values())) else None
+    steps = a["step"].values
+    sel = subset_mask(tuple(maps.shape[:3]), steps, s["subset"], onset)
+    sel_rand = subset_mask(tuple(maps.shape[:3]), steps, {**s["subset"], **(s["randomization"].get("subset") or {})},
+                           onset)
+    rand_methods = s["randomization"]["methods"]
+    x = noised_inputs(noised, a)
+    alpha_bar = np.asarray(_take(noised["alpha_bar"], "step", steps).values, dtype=np.float64)
 
     data, coords = {}, {}
     data.update(enrichment_block(maps, masks, s))
     data.update(spectral_block(maps, s))
-    if include_input:
-        data.update(spectral_block(torch.as_tensor(x.sum(3)), s, "_input"))
-    if wants["ctrl"]:
-        alpha_bar = np.asarray(_take(noised["alpha_bar"], "step", a["step"].values).values, dtype=np.float64)
-        data.update(control_block(model, x, clean_x0(noised, images, rgb), alpha_bar, targets, sel, s,
-                                  noise_fn, gradient_fn))
-    if wants["faith"]:
-        v, c = faithfulness_block(model, x, maps, targets, sel, s)
+    if s["controls"]["input_abs"]:
+        data.update(CT.input_abs_block(x, masks, s))
+    if s["theory"]["enabled"]:
+        data.update(CT.theory_block(clean_x0(noised, images, rgb), alpha_bar, s))
+    if model is not None and gradient_fn is not None and s["controls"]["gradient_only"] \
+            and name in CT.GRADIENT_METHODS:
+        data.update(CT.gradient_only_block(model, x, targets, sel, masks, s, gradient_fn))
+    if model is not None and s["faithfulness"]["enabled"]:
+        v, c = faithfulness_block(model, x, maps, targets, sel, s, alpha_bar)
         data.update(v)
         coords.update(c)
-    if wants["rand"] and sel_rand.any():
+    if model is not None and attribute_fn is not None and s["randomization"]["enabled"] and sel_rand.any() \
+            and (rand_methods is None or name in rand_methods):
         v, c = randomization_block(model, x, maps, targets, sel_rand, s, attribute_fn)
+        data.update(v)
+        coords.update(c)
+    if model is not None and shared and s["theory"]["enabled"]:
+        bands = np.ones_like(sel) if s["theory"]["band_subset"] == "all" else sel
+        v, c = CT.band_block(model, x, targets, data["crossover_frequency"][1], bands, s)
         data.update(v)
         coords.update(c)
     data["in_subset"] = (("image", "seed", "step"), sel)
     data["in_randomization_subset"] = (("image", "seed", "step"), sel_rand)
-    coords.update(_step_coords(_take(noised, "step", a["step"].values)))
+    data["mask_pixels"] = (("mask", "image", "y", "x"), np.stack([masks[m] for m in masks]).astype(np.uint8))
+    coords.update(_step_coords(_take(noised, "step", steps)))
     coords.update(image=images, seed=a["seed"].values if "seed" in a.coords else np.arange(maps.shape[1]),
                   mask=list(masks), part=list(s["enrichment"]["parts"]))
     ds = xr.Dataset(data, coords=coords)
+    if probs is not None and "p_true" in probs:
+        ds["p_true"] = (("image", "seed", "step"), probs_at(probs, ds))
     ds.attrs.update(method=attributions.attrs.get("method", ""), masks=",".join(masks),
-                    spectral_cutoff=float(s["spectral"]["cutoff"]))
+                    spectral_cutoff=float(s["spectral"]["cutoff"]), onset=float("nan") if onset is None else float(onset))
     return ds
+
+
+def probs_at(probs: xr.Dataset, ds: xr.Dataset) -> np.ndarray:
+    """p_true of a probs store at the (image, seed, step) labels of ``ds``."""
+    p = probs["p_true"]
+    for d in ("image", "seed", "step"):
+        p = _take(p, d, ds[d].values)
+    return np.asarray(p.transpose("image", "seed", "step").values, dtype=np.float64)
 
 
 def analyze_agreement(attributions: Mapping[str, xr.Dataset], settings: Mapping | None = None) -> xr.Dataset:
@@ -384,70 +365,82 @@ def analyze_agreement(attributions: Mapping[str, xr.Dataset], settings: Mapping 
     return ds
 
 
+def combine(method_stores: Mapping[str, xr.Dataset], agreement: xr.Dataset | None = None) -> xr.Dataset:
+    """One class's Dataset along ``xai_method`` from the per-method Datasets (:func:`analyze_method`,
+    or the stores the workflow wrote of them) and the agreement Dataset; the
+    :data:`METHOD_INDEPENDENT` variables are kept once, from the first method that has them finite."""
+    per = [ds.drop_vars(["mask_pixels"], errors="ignore").expand_dims(xai_method=[m])
+           for m, ds in method_stores.items()]
+    ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
+                   join="outer", combine_attrs="drop_conflicts")
+    for k in METHOD_INDEPENDENT:
+        if k in ds:
+            v = ds[k]
+            have = [m for m in ds["xai_method"].values if np.isfinite(v.sel(xai_method=m).values).any()]
+            ds[k] = v.sel(xai_method=have[0] if have else ds["xai_method"].values[0], drop=True)
+    if agreement is not None:
+        ds = ds.assign({k: agreement[k].variable for k in agreement.data_vars if k.startswith("method_")})
+        for k in agreement.data_vars:
+            if k.startswith("seed_"):
+                ds[k] = agreement[k]
+        if "pair" in agreement.coords:
+            ds = ds.assign_coords(pair=agreement["pair"].values)
+        ds.attrs.update(agreement.attrs)
+    return ds
+
+
 def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Mapping[str, xr.Dataset],
                   clean_rgb: np.ndarray, model: nn.Module | None, settings: Mapping | None = None, *,
+                  onset: float | None = None,
                   attribute_fn: AttributeFn | Mapping[str, AttributeFn] | None = None,
-                  gradient_fn: AttributeFn | None = None,
+                  gradient_fn: AttributeFn | Mapping[str, AttributeFn] | None = None,
                   masks: Mapping[str, np.ndarray] | None = None) -> xr.Dataset:
-    """One class: every method's metrics stacked along ``xai_method``, agreement, and ``p_true``.
+    """One class, exactly the workflow's composition: :func:`analyze_method` per method (the first
+    also computes the shared checks), :func:`analyze_agreement`, :func:`combine`.
 
-    ``attribute_fn``: one function for every method or ``{method: fn}`` (a method without one skips
-    randomization and its noise-only control); ``gradient_fn`` (gradient-only IG) does not depend
-    on the method, so its control is computed once, as are the masks and the input's own spectra.
+    ``attribute_fn`` / ``gradient_fn``: one function for every method or ``{method: fn}``.
     """
     s = merged_settings(settings)
     if masks is None:
-        folder = user_mask_folder(s["masks"].get("folder"), noised.attrs)
-        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], folder)
-    per = []
-    for m in sorted(attributions):
-        fn = attribute_fn.get(m) if isinstance(attribute_fn, Mapping) else attribute_fn
-        per.append(analyze_method(noised, attributions[m], clean_rgb, model, s, attribute_fn=fn,
-                                  gradient_fn=None, masks=masks, include_input=False, method=m)
-                   .expand_dims(xai_method=[m]))
-    ds = xr.concat(per, dim="xai_method", data_vars="all", coords="minimal", compat="override",
-                   join="outer", combine_attrs="drop_conflicts")
-    first_ds = attributions[sorted(attributions)[0]]
-    first = first_ds["attribution"].transpose("image", "seed", "step", "y", "x")
-    for k, v in input_spectra(noised, first, s).items():
-        ds[k] = v
-    if gradient_fn is not None and s["controls"]["gradient_only"]:   # method-independent: once
-        sel = subset_mask(tuple(first.shape[:3]), first["step"].values, s["subset"])
-        if sel.any():
-            for k, v in control_block(model, noised_inputs(noised, first), None, None, _targets(first_ds, noised),
-                                      sel, s, None, gradient_fn).items():
-                ds[k] = v
-    ag = analyze_agreement(attributions, s)
-    ds = ds.assign({k: ag[k].variable for k in ag.data_vars})
-    if "pair" in ag.coords:
-        ds = ds.assign_coords(pair=ag["pair"].values)
-    ds.attrs.update(ag.attrs)
-    if probs is not None and "p_true" in probs:
-        p = probs["p_true"]
-        for d in ("image", "seed", "step"):
-            p = _take(p, d, ds[d].values)
-        ds["p_true"] = (("image", "seed", "step"), p.transpose("image", "seed", "step").values)
+        masks = MK.class_masks(np.asarray(clean_rgb), s["masks"], user_mask_folder(s["masks"].get("folder"), noised.attrs))
+    pick = lambda fn, m: fn.get(m) if isinstance(fn, Mapping) else fn  # noqa: E731
+    methods = sorted(attributions)
+    stores = {m: analyze_method(noised, attributions[m], clean_rgb, model, s, probs=probs, onset=onset,
+                                attribute_fn=pick(attribute_fn, m), gradient_fn=pick(gradient_fn, m), masks=masks,
+                                shared=m == methods[0], method=m) for m in methods}
+    ds = combine(stores, analyze_agreement(attributions, s))
     ds.attrs.update(mask_names=",".join(masks), settings=repr(s))
     return ds
 
 
+#: the control suffixes of each metric (``{metric}_{control}`` variables; see analysis.controls)
+CONTROLS = {"enrichment": ("gradient_only", "input_abs"),
+            "spectral_centroid": ("gradient_only", "input_abs", "theory"),
+            "low_freq_share": ("gradient_only", "input_abs")}
+
 SUMMARY_VARIABLES = (
     "enrichment", "enrichment_null", "enrichment_vs_null", "stripes_minus_face",
-    "spectral_centroid", "low_freq_share", "spectral_centroid_input", "low_freq_share_input",
-    "spectral_centroid_noise_only", "low_freq_share_noise_only",
-    "spectral_centroid_gradient_only", "low_freq_share_gradient_only",
+    "spectral_centroid", "low_freq_share",
+    *(f"{m}_{c}" for m, cs in CONTROLS.items() for c in cs), "crossover_frequency",
     "deletion_auc", "insertion_auc", "deletion_auc_raw", "insertion_auc_raw",
     "randomization_spearman", "randomization_ssim",
-    "method_spearman", "method_overlap", "p_true",
+    "method_spearman", "method_overlap", "p_true", "p_true_band",
 )
 
 
 def with_control_differences(ds: xr.Dataset) -> xr.Dataset:
-    """Add ``{metric}_minus_{control}`` (map minus control, per unit) for the spectral metrics, so
-    the phase table gives the paired change of the difference (NaN where the control is absent)."""
+    """Add ``{metric}_minus_{control}`` (map minus control, per unit) for every (metric, control) of
+    :data:`CONTROLS`, so the phase table gives the paired change of the difference (NaN where the
+    control is absent)."""
     out = ds.copy()
-    for metric in ("spectral_centroid", "low_freq_share"):
-        for c in ("input", "noise_only", "gradient_only"):
+    like = ds["spectral_centroid"] if "spectral_centroid" in ds else None
+    for k in ("crossover_frequency", "spectral_centroid_theory"):   # (image, step): the same for every seed
+        if k in ds and like is not None and "seed" not in ds[k].dims:
+            out[k] = ds[k].broadcast_like(like).transpose(*like.dims)
+    ds = out
+    out = ds.copy()
+    for metric, controls in CONTROLS.items():
+        for c in controls:
             if metric in ds and f"{metric}_{c}" in ds:
                 out[f"{metric}_minus_{c}"] = ds[metric] - ds[f"{metric}_{c}"]
     return out
@@ -481,8 +474,10 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
         vs, me = s["verdicts"], s["verdicts"]["min_effect"]
         for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(vs["proper_window"]),
                                    claim_classes=vs["claim_classes"], min_effect=me) + \
-                VE.spectral_trend_survives(t, cls, "spectral_centroid", min_effect=me.get("spectral_centroid")) + \
-                VE.spectral_trend_survives(t, cls, "low_freq_share", min_effect=me.get("low_freq_share")):
+                VE.spectral_trend_survives(t, cls, "spectral_centroid", controls=CONTROLS["spectral_centroid"],
+                                           min_effect=me.get("spectral_centroid")) + \
+                VE.spectral_trend_survives(t, cls, "low_freq_share", controls=CONTROLS["low_freq_share"],
+                                           min_effect=me.get("low_freq_share")):
             verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.DataFrame(verdicts)

@@ -400,7 +400,7 @@ CONTROL_RULE = ("the spectral trend survives control C if the CI of the map's ch
                 "(map - C) change CI lies short of the minimum in that direction; undecided if the map's "
                 "own change is not beyond the minimum, or the (map - C) CI straddles it; " + GUARD_TEXT)
 
-SPECTRAL_CONTROLS = ("input", "noise_only", "gradient_only")
+SPECTRAL_CONTROLS = ("input_abs", "gradient_only", "theory")
 
 
 def trend_direction(lo: float, hi: float, min_effect: float = 0.0) -> tuple[int, str]:
