@@ -4,6 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from diffxai.analysis import control_verdicts as CV
 from diffxai.analysis import verdicts as V
 
 D = 0.1                                     # the minimum effect used below
@@ -109,26 +110,54 @@ def test_proper_classification_scope():
     assert V.proper_classification(row, "c").scope == "image (1 image, 4 seeds)"
 
 
-def _spec(own, diff):
+def _ctl(own, grad=None, minus_x=None, minus_theory=None, metric="spectral_centroid", n_units=4):
+    """A phase table: the map's change and its controls' changes, each (estimate, lo, hi) or None."""
+    base, sel = (metric.split("[", 1) + [""])[:2]
+    sel = f"[{sel}" if sel else ""
+    rows = [(metric, own), (f"{base}_gradient_only{sel}", grad), (f"{base}_minus_input_abs{sel}", minus_x),
+            (f"{base}_minus_theory{sel}", minus_theory)]
     return pd.DataFrame([{"metric": name, "after_minus_before": m, "after_minus_before_lo": lo,
-                          "after_minus_before_hi": hi}
-                         for name, (m, lo, hi) in (("spectral_centroid", own),
-                                                   ("spectral_centroid_minus_gradient_only", diff))])
+                          "after_minus_before_hi": hi, "n_units": n_units, "n_images": 1}
+                         for name, v in rows if v is not None for m, lo, hi in [v]])
 
 
-@pytest.mark.parametrize("own,diff,expected", [
-    ((0.1, 0.05, 0.15), (0.08, 0.05, 0.1), V.SUPPORTED),
-    ((-0.1, -0.15, -0.05), (-0.08, -0.1, -0.05), V.SUPPORTED),
-    ((0.1, 0.05, 0.15), (0.0, -0.005, 0.005), "not supported (negligible"),
-    ((0.1, 0.05, 0.15), (np.nan, np.nan, np.nan), "undecided (map - gradient_only change: no estimate"),
-    ((0.1, 0.05, 0.15), (0.1, np.nan, np.nan), "undecided (map - gradient_only change: no CI"),
-    ((0.0, -0.1, 0.1), (0.0, -0.02, 0.02), "undecided (no trend in the map: CI includes 0"),
-    ((0.005, 0.002, 0.008), (0.0, -0.02, 0.02), "undecided (no trend in the map: negligible"),
+UP, DOWN, FLAT = (0.1, 0.05, 0.15), (-0.1, -0.15, -0.05), (0.0, -0.005, 0.005)
+
+
+@pytest.mark.parametrize("own,grad,minus_x,expected", [
+    (UP, UP, None, CV.CARRIED_BY_GRADIENT),                 # the gradient alone moves the same way
+    (DOWN, DOWN, FLAT, CV.CARRIED_BY_GRADIENT),             # both directions
+    (UP, FLAT, FLAT, CV.CARRIED_BY_INPUT),                  # gradient still; the map moves as |x| does
+    (DOWN, UP, (0.01, 0.0, 0.02), CV.CARRIED_BY_INPUT),     # gradient the other way; map - |x| not down
+    (UP, FLAT, UP, "undecided (neither the gradient nor |x| carries it"),
+    (UP, None, FLAT, "undecided (no gradient-only control for this method"),   # Occlusion
+    (UP, (np.nan,) * 3, FLAT, "undecided (gradient-only change: no estimate"),
+    (UP, (0.1, np.nan, np.nan), FLAT, "undecided (gradient-only change: no CI"),
+    (UP, (0.1, 0.1, 0.1), FLAT, "undecided (gradient-only change: zero-width CI"),   # a tie
+    (UP, (0.05, 0.005, 0.09), FLAT, "undecided (gradient-only change: effect may be below minimum"),
+    ((0.0, -0.1, 0.1), UP, FLAT, "undecided (no trend in the map: CI includes 0"),
+    ((0.005, 0.002, 0.008), UP, FLAT, "undecided (no trend in the map: negligible"),
 ])
-def test_spectral_trend_survives_control(own, diff, expected):
-    vs = V.spectral_trend_survives(_spec(own, diff), "c", controls=("gradient_only", "input"), min_effect=0.01)
-    assert vs[0].verdict.startswith(expected), vs[0].verdict
-    assert vs[1].verdict == "undecided (no input control)"
+def test_what_carries_a_trend(own, grad, minus_x, expected):
+    v = CV.carrier_verdict(_ctl(own, grad, minus_x), "c", "spectral_centroid", 0.01)
+    assert v.verdict.startswith(expected), v.verdict
+    assert v.claim == "what carries the spectral_centroid trend" and v.scope == "image (1 image, 4 seeds)"
+
+
+def test_what_carries_a_trend_one_unit_and_enrichment_rows():
+    assert CV.carrier_verdict(_ctl(UP, UP, n_units=1), "c", "spectral_centroid", 0.01).verdict.startswith(
+        "undecided (map change: 1 (image, seed) unit")
+    m = "enrichment[mask=outline,part=abs]"
+    assert CV.carrier_verdict(_ctl(UP, UP, metric=m), "c", m, 0.01).verdict == CV.CARRIED_BY_GRADIENT
+
+
+@pytest.mark.parametrize("own,minus_theory,expected", [
+    (UP, UP, CV.BEYOND_THEORY), (DOWN, DOWN, CV.BEYOND_THEORY), (UP, FLAT, CV.WITHIN_THEORY),
+    (UP, (0.0, -0.05, 0.1), "undecided (CI includes 0"), (UP, None, "undecided (no map - theory change row"),
+])
+def test_trend_beyond_the_theory(own, minus_theory, expected):
+    v = CV.theory_verdict(_ctl(own, minus_theory=minus_theory), "c", "spectral_centroid", 0.01)
+    assert v.verdict.startswith(expected), v.verdict
 
 
 def test_class_verdicts_follow_the_registry_and_the_config():

@@ -34,6 +34,7 @@ from torch import nn
 from ..config import merged, schema_defaults
 from ..errors import DiffxaiError
 from . import agreement as AG
+from . import control_verdicts as CV
 from . import controls as CT
 from . import faithfulness as FA
 from . import masks as MK
@@ -474,10 +475,7 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
         vs, me = s["verdicts"], s["verdicts"]["min_effect"]
         for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(vs["proper_window"]),
                                    claim_classes=vs["claim_classes"], min_effect=me) + \
-                VE.spectral_trend_survives(t, cls, "spectral_centroid", controls=CONTROLS["spectral_centroid"],
-                                           min_effect=me.get("spectral_centroid")) + \
-                VE.spectral_trend_survives(t, cls, "low_freq_share", controls=CONTROLS["low_freq_share"],
-                                           min_effect=me.get("low_freq_share")):
+                CV.control_verdicts(t, cls, me):
             verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.DataFrame(verdicts)

@@ -393,16 +393,7 @@ def combine_methods(frame: pd.DataFrame, methods: Sequence[str] | None = None) -
     return pd.DataFrame(rows, columns=["cls", "claim", "verdict", "scope", "rule"])
 
 
-# ---------------------------------------------------------------- the spectral controls
-CONTROL_RULE = ("the spectral trend survives control C if the CI of the map's change (after - before) "
-                "lies beyond the minimum effect (either direction) AND the CI of the change of (map - C), "
-                "paired per unit, lies beyond it in the same direction; it does not survive if the "
-                "(map - C) change CI lies short of the minimum in that direction; undecided if the map's "
-                "own change is not beyond the minimum, or the (map - C) CI straddles it; " + GUARD_TEXT)
-
-SPECTRAL_CONTROLS = ("input_abs", "gradient_only", "theory")
-
-
+# ---------------------------------------------------------------- a trend in either direction
 def trend_direction(lo: float, hi: float, min_effect: float = 0.0) -> tuple[int, str]:
     """(+1 | -1, '') when a finite CI lies beyond +-min_effect, else (0, why)."""
     up, why_up = judge_part(lo, hi, +1, 0.0, min_effect)
@@ -414,38 +405,6 @@ def trend_direction(lo: float, hi: float, min_effect: float = 0.0) -> tuple[int,
     whys = ([w for st, w in ((up, why_up), (down, why_down)) if st == "undecided"]
             or [w for w in (why_up, why_down) if w != "opposite direction"] or [why_up])
     return 0, whys[0]
-
-
-def spectral_trend_survives(table: pd.DataFrame, cls: str, metric: str = "spectral_centroid",
-                            controls=SPECTRAL_CONTROLS, min_effect: float | None = None) -> list[Verdict]:
-    """Does the map's spectral trend across the onset survive each control? Reads the rows
-    ``{metric}`` and ``{metric}_minus_{control}`` that :func:`stage.summarize_class` adds."""
-    d = float(DEFAULTS["min_effect"].get(metric, 0.0) if min_effect is None else min_effect)
-    own = _row(table, metric)
-    own_ev = _ev(own, "after_minus_before")
-    out = []
-    for c in controls:
-        claim = f"{metric} trend survives the {c} control"
-        r = _row(table, f"{metric}_minus_{c}")
-        diff_ev = _ev(r, "after_minus_before")
-        ev = {"map_change": own_ev[:3], "diff_change": diff_ev[:3], "min_effect": d}
-        scope = row_scope([own, r])
-        if r is None:
-            out.append(Verdict(claim, cls, undecided(f"no {c} control"), CONTROL_RULE, ev, scope))
-            continue
-        why = phase_reason(r, "after_minus_before") or \
-            guard([("map change", None if own is None else own_ev), (f"map - {c} change", diff_ev)])
-        if why:
-            out.append(Verdict(claim, cls, undecided(why), CONTROL_RULE, ev, scope))
-            continue
-        s_own, why_own = trend_direction(own_ev[1], own_ev[2], d)
-        if s_own == 0:
-            v = undecided(f"no trend in the map: {why_own}")
-        else:
-            state, why_diff = judge_part(diff_ev[1], diff_ev[2], s_own, 0.0, d)
-            v = {"holds": SUPPORTED, "fails": not_supported(why_diff)}.get(state, undecided(why_diff))
-        out.append(Verdict(claim, cls, v, CONTROL_RULE, ev, scope))
-    return out
 
 
 def claims_markdown() -> str:
