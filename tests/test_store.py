@@ -139,3 +139,71 @@ def test_string_coords_round_trip_without_objects(tmp_path):
         write_dataset(ds, tmp_path / "s.zarr")
     back = open_store(tmp_path / "s.zarr")
     assert back["image_file"].dtype.kind == "U" and list(back["image_file"].values) == ["a.jpg", "n0/b.JPEG"]
+
+
+# --------------------------------------------------------------------------- completion records
+def _finished(tmp_path, name="s.zarr"):
+    """A tiny finished store with four chunks of `a` (and the chunk file of one of them)."""
+    final = tmp_path / "results" / name
+    with StreamingStore(final, _skeleton(), "a", ("seed", "step", "y", "x"), (2, 3, 4, 4), (1, 3, 2, 4)) as st:
+        for s in range(2):
+            st.write((s, slice(0, 3)), np.arange(48, dtype=np.float32).reshape(3, 4, 4) + s)
+    return final, final / "a" / "c" / "1" / "0" / "1" / "0"
+
+
+def _damage(chunk, how):
+    if how == "deleted":
+        chunk.unlink()
+    elif how == "garbage":  # same size, other bytes
+        chunk.write_bytes(bytes(255 - b for b in chunk.read_bytes()))
+    elif how == "truncated":
+        chunk.write_bytes(chunk.read_bytes()[:-5])
+    elif how == "no record":  # what a writer killed just before its record leaves (were it renamed)
+        (chunk.parents[5] / "diffxai-complete.json").unlink()
+
+
+@pytest.mark.parametrize("how, expect", [("deleted", "chunk a/c/1/0/1/0 is missing"),
+                                         ("garbage", "chunk a/c/1/0/1/0 is damaged"),
+                                         ("truncated", "chunk a/c/1/0/1/0 has"),
+                                         ("no record", "no completion record")])
+def test_a_damaged_store_is_refused_in_one_line_and_verify_names_it(tmp_path, how, expect, capsys):
+    from diffxai.verify import main
+
+    final, chunk = _finished(tmp_path)
+    good, _ = _finished(tmp_path, "good.zarr")
+    open_store(final)
+    assert main([str(tmp_path / "results")]) == 0
+    _damage(chunk, how)
+    with pytest.raises(DiffxaiError, match=expect) as e:
+        open_store(final)
+    assert "\n" not in str(e.value) and str(final) in str(e.value)
+    capsys.readouterr()
+    assert main([str(tmp_path / "results")]) == 1
+    out = capsys.readouterr().out
+    assert f"rm -rf {final}\n" in out and "good.zarr" not in out.split("damaged:")[-1].split("rm -rf")[1]
+    open_store(good)
+
+
+def test_garbage_with_the_old_mtime_passes_the_quick_check_not_verify(tmp_path):
+    from diffxai.verify import verify
+
+    final, chunk = _finished(tmp_path)
+    st = chunk.stat()
+    _damage(chunk, "garbage")
+    os.utime(chunk, ns=(st.st_atime_ns, st.st_mtime_ns))
+    open_store(final)  # the quick check (names, sizes, files changed since the record) cannot see it
+    problems, n, _ = verify(tmp_path / "results")
+    assert n == 1 and [p.store for p in problems] == [final] and "damaged" in problems[0].problem
+    assert verify(tmp_path / "results", full=False)[0] == []
+
+
+def test_write_dataset_records_every_file(tmp_path):
+    import json
+
+    ds = _skeleton().assign(p=(("seed", "step"), np.ones((2, 3), np.float32)))
+    write_dataset(ds, tmp_path / "a.zarr")
+    rec = json.loads((tmp_path / "a.zarr" / "diffxai-complete.json").read_text())
+    files = {p.relative_to(tmp_path / "a.zarr").as_posix() for p in (tmp_path / "a.zarr").rglob("*") if p.is_file()}
+    assert set(rec["files"]) == files - {"diffxai-complete.json"} and "p/c/0/0" in files
+    (tmp_path / "a.zarr" / ".snakemake_timestamp").write_text("")  # what Snakemake adds is not damage
+    open_store(tmp_path / "a.zarr")
