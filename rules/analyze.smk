@@ -33,6 +33,7 @@ for _method in config["methods"]:
                 output=config["attribution"]["output"],
                 device=ANALYSIS["device"],
                 gradient_only=_method == GRADIENT_CONTROL_METHOD,
+                tracked_masks=tracked_masks(_members),
             log:
                 f"results/logs/analyze_{_method}/{_shard}.log",
             benchmark:
