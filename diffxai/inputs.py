@@ -14,11 +14,14 @@
 
 Params named ``tracked_*`` exist for Snakemake's rerun decisions only; ``diffxai.smk`` does not
 pass them to the stage. Cost: only the files a job reads are hashed (``images_per_class`` per class,
-twice that with ``skip_bad_images``), each once per planning (cached by path, size and mtime).
+twice that with ``skip_bad_images``), and only when their job is planned; hashes are kept in
+``.snakemake/diffxai/sha256.json`` by resolved path, size and mtime, so a later plan only stats them.
 """
 from __future__ import annotations
 
-import functools
+import atexit
+import json
+import os
 from pathlib import Path
 
 from .errors import DiffxaiError
@@ -46,19 +49,54 @@ def normalise_paths(config: dict, keys=PATH_SETTINGS) -> dict:
     return config
 
 
-@functools.lru_cache(maxsize=None)
-def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    from .images import sha256_file
+CACHE = Path(".snakemake") / "diffxai" / "sha256.json"
+_cache: dict | None = None
+_cache_path: Path | None = None  # CACHE in the working directory of the first use
+_cache_dirty = False
 
-    return sha256_file(path)
+
+def _load_cache() -> dict:
+    global _cache, _cache_path
+    if _cache is None:
+        _cache_path = CACHE.resolve()
+        try:
+            _cache = json.loads(_cache_path.read_text())
+            assert isinstance(_cache, dict)
+        except (OSError, ValueError, AssertionError):
+            _cache = {}
+        atexit.register(_save_cache)
+    return _cache
+
+
+def _save_cache() -> None:
+    global _cache_dirty
+    if not _cache_dirty:
+        return
+    try:
+        _cache_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _cache_path.with_name(f".{_cache_path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(_cache, separators=(",", ":")))
+        os.replace(tmp, _cache_path)
+        _cache_dirty = False
+    except OSError:
+        pass  # a cache only: the next plan hashes again
 
 
 def file_sha256(path: Path) -> str:
-    """sha256 of a file (cached for this planning by path, size and mtime); an unreadable file
-    gives a marker instead, so the job that reads it reports it."""
+    """sha256 of a file (cached by resolved path, size and mtime); an unreadable file gives a
+    marker instead, so the job that reads it reports it."""
+    global _cache_dirty
+    from .images import sha256_file
+
     try:
-        st = Path(path).stat()
-        return _sha256(str(path), st.st_size, st.st_mtime_ns)
+        real = os.path.realpath(path)
+        st = os.stat(real)
+        key = f"{real}\0{st.st_size}\0{st.st_mtime_ns}"
+        cache = _load_cache()
+        if key not in cache:
+            cache[key] = sha256_file(real)
+            _cache_dirty = True
+        return cache[key]
     except OSError as exc:
         return f"unreadable: {exc.strerror}"
 

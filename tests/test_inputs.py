@@ -10,6 +10,15 @@ from diffxai.inputs import image_sources, mask_sources, normalise_paths, untrack
 TIGER = resolve_class("n02129604")
 
 
+@pytest.fixture(autouse=True)
+def _workdir(tmp_path, monkeypatch):
+    """The hash cache lives in the working directory's .snakemake/ (the workflow's): a fresh one here."""
+    import diffxai.inputs as inputs
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(inputs, "_cache", None)
+
+
 def test_path_settings_are_absolute_and_resolved(tmp_path, monkeypatch):
     (tmp_path / "real").mkdir()
     (tmp_path / "link").symlink_to(tmp_path / "real")
@@ -41,6 +50,10 @@ def test_image_sources_follow_content_not_location(tmp_path):
     assert image_sources(TIGER, b, 2) != first
     assert len(image_sources(TIGER, a, 2, skip_bad_images=True)) == 4, "candidates for unreadable ones too"
     assert image_sources(TIGER, None, 1) == [[TIGER.url, TIGER.sha256]]
+    import diffxai.inputs as inputs
+
+    inputs._save_cache()
+    assert str((a / "n02129604_1.jpg").resolve()) in (tmp_path / ".snakemake/diffxai/sha256.json").read_text()
     assert image_sources(TIGER, tmp_path / "missing", 1)[0][0] == "unlisted"
 
 
