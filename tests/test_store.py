@@ -263,13 +263,13 @@ def test_full_disk_at_the_record_leaves_no_store(tmp_path, monkeypatch):
 
 
 _WRITER = """
-import sys, time, numpy as np, xarray as xr
+import time, numpy as np, xarray as xr
 from diffxai.store import StreamingStore
 sk = xr.Dataset(coords={"seed": [0], "step": [0, 1]})
-with StreamingStore(sys.argv[1], sk, "a", ("seed", "step", "y", "x"), (1, 2, 4, 4), (1, 1, 4, 4)) as st:
+with StreamingStore(ARGS[0], sk, "a", ("seed", "step", "y", "x"), (1, 2, 4, 4), (1, 1, 4, 4)) as st:
     st.write((0, slice(0, 1)), np.full((1, 4, 4), 1.5, np.float32))
     print("half", flush=True)
-    if sys.argv[2] == "wait":
+    if ARGS[1] == "wait":
         time.sleep(60)
     st.write((0, slice(1, 2)), np.full((1, 4, 4), 2.5, np.float32))
 """
@@ -277,15 +277,16 @@ with StreamingStore(sys.argv[1], sk, "a", ("seed", "step", "y", "x"), (1, 2, 4, 
 
 def test_sigterm_mid_write_is_a_kill_and_the_resumed_write_is_identical(tmp_path):
     """SLURM's time limit sends SIGTERM: the writer dies like after kill -9, nothing at the final
-    path; the rerun writes the same store as an uninterrupted one."""
+    path; the rerun (here in this process) writes the same store as an uninterrupted one."""
     final = tmp_path / "s.zarr"
-    proc = subprocess.Popen([sys.executable, "-c", _WRITER, str(final), "wait"], stdout=subprocess.PIPE, text=True)
+    code = "import sys; ARGS = sys.argv[1:]\n" + _WRITER
+    proc = subprocess.Popen([sys.executable, "-c", code, str(final), "wait"], stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "half"
     os.kill(proc.pid, signal.SIGTERM)
     assert proc.wait() == -signal.SIGTERM
     assert not final.exists() and len(list(tmp_path.iterdir())) == 1
     for target in (final, tmp_path / "uninterrupted.zarr"):
-        subprocess.run([sys.executable, "-c", _WRITER, str(target), "go"], check=True, capture_output=True)
+        exec(_WRITER, {"ARGS": [str(target), "go"]})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["s.zarr", "uninterrupted.zarr"]
     a, b = open_store(final), open_store(tmp_path / "uninterrupted.zarr")
     assert a["a"].values.tobytes() == b["a"].values.tobytes() and a.attrs == b.attrs
