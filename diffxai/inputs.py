@@ -20,6 +20,7 @@ twice that with ``skip_bad_images``), and only when their job is planned; hashes
 from __future__ import annotations
 
 import atexit
+import functools
 import json
 import os
 from pathlib import Path
@@ -110,6 +111,15 @@ def _relative(path: Path, root: Path) -> str:
 
 def image_sources(class_info, image_dir, images_per_class: int, image_seed=None,
                   skip_bad_images: bool = False) -> list:
+    """See :func:`_image_sources` (computed once per planning process; a fresh copy)."""
+    key = (class_info, None if image_dir in (None, "") else str(image_dir), int(images_per_class),
+           image_seed, bool(skip_bad_images))
+    return [list(pair) for pair in _image_sources(*key)]
+
+
+@functools.lru_cache(maxsize=None)
+def _image_sources(class_info, image_dir, images_per_class: int, image_seed=None,
+                   skip_bad_images: bool = False) -> tuple:
     """``[[name, sha256], ...]``: the images the fetch job of ``class_info`` reads, in its order.
 
     With ``image_dir``: candidates in :func:`diffxai.fetch.select_order` until ``images_per_class``
@@ -117,15 +127,15 @@ def image_sources(class_info, image_dir, images_per_class: int, image_seed=None,
     ``skip_bad_images`` as many candidates again (those the job may take instead of unreadable
     ones). Without: the pinned download's URL and sha256. A folder that cannot be listed gives a
     marker; the fetch job then stops with the one-line reason."""
-    if image_dir in (None, ""):
-        return [[class_info.url, class_info.sha256]]
+    if image_dir is None:
+        return ((class_info.url, class_info.sha256),)
     from .fetch import select_order
     from .images import list_images
 
     try:
         candidates = select_order(list_images(image_dir, class_info.synset), image_seed, class_info.index)
     except DiffxaiError as exc:
-        return [["unlisted", str(exc)]]
+        return (("unlisted", str(exc)),)
     root = Path(image_dir).expanduser()
     n = int(images_per_class)
     out, seen, extra = [], set(), 0
@@ -138,7 +148,7 @@ def image_sources(class_info, image_dir, images_per_class: int, image_seed=None,
             extra += 1
         if len(seen) == n and (not skip_bad_images or extra >= n):
             break
-    return out
+    return tuple(tuple(pair) for pair in out)
 
 
 def mask_sources(masks_folder, class_info) -> list:

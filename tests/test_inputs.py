@@ -44,9 +44,13 @@ def test_image_sources_follow_content_not_location(tmp_path):
     first = image_sources(TIGER, a, 2)
     assert [n for n, _ in first] == ["n02129604_1.jpg", "n02129604_1b.jpg", "n02129604_2.jpg"]
     assert image_sources(TIGER, b, 2) == first, "the same images elsewhere"
+    from diffxai.inputs import _image_sources
+
     (b / "n02129604_3.jpg").write_bytes(b"changed")
+    _image_sources.cache_clear()  # (one planning sees one state of the files)
     assert image_sources(TIGER, b, 2) == first, "an image the job does not read"
     (b / "n02129604_2.jpg").write_bytes(b"changed")
+    _image_sources.cache_clear()
     assert image_sources(TIGER, b, 2) != first
     assert len(image_sources(TIGER, a, 2, skip_bad_images=True)) == 4, "candidates for unreadable ones too"
     assert image_sources(TIGER, None, 1) == [[TIGER.url, TIGER.sha256]]
