@@ -13,6 +13,9 @@ Decisions (kept here so the JSON warnings and the pixels can be explained):
   would expose whatever colour the encoder stored under transparent pixels (often black, often
   garbage).  A fully opaque alpha channel gives exactly the RGB values, and no warning.
 * EXIF orientation is applied (``ImageOps.exif_transpose``), with a warning.
+* A decompression bomb never reaches memory: an image over :data:`MAX_PIXELS` pixels (Pillow's
+  own bomb-warning size, about 9459 x 9459) is refused from its header, before decoding, with one
+  line naming the file, whatever ``Image.MAX_IMAGE_PIXELS`` is set to.
 * A broken file never loads as a partly gray image: the decode is forced with ``load()`` while
   ``ImageFile.LOAD_TRUNCATED_IMAGES`` is False, and every failure is a one-line DiffxaiError
   naming the file.
@@ -35,6 +38,8 @@ __all__ = ["IMAGE_SUFFIXES", "find_image", "list_images", "load_rgb", "preproces
            "render_png", "sha256_file"]
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+#: the largest image decoded (width x height): Pillow's DecompressionBombWarning size
+MAX_PIXELS = 89_478_485
 _HOW_TO_SET = "set image_dir to a folder of ImageNet-named images (--config image_dir=PATH)"
 _TRUNCATED_LOCK = threading.Lock()
 _ALPHA_MODES = {"RGBA", "LA", "PA", "RGBa", "La"}
@@ -151,6 +156,13 @@ def _to_rgb(im: Image.Image, name: str, warn: list[str]) -> np.ndarray:
     return np.asarray(im, dtype=np.uint8).copy()
 
 
+def _check_size(im: Image.Image, name: str) -> None:
+    w, h = im.size
+    if w * h > MAX_PIXELS:
+        raise DiffxaiError(f"cannot read image {name}: {w}x{h} pixels is more than the {MAX_PIXELS} "
+                           "decoded at most (a decompression bomb, or a far larger image than a classifier needs)")
+
+
 def load_rgb(path) -> tuple[np.ndarray, list[str]]:
     """Load an image file as uint8 (H, W, 3) RGB plus warnings; any broken input → DiffxaiError."""
     path = Path(path)
@@ -169,6 +181,7 @@ def load_rgb(path) -> tuple[np.ndarray, list[str]]:
         with _warnings.catch_warnings(record=True) as caught:
             _warnings.simplefilter("always")
             with Image.open(path) as im:
+                _check_size(im, name)
                 frames = getattr(im, "n_frames", 1)
                 if frames > 1:
                     warn.append(f"has {frames} frames; using the first")
@@ -193,7 +206,7 @@ def load_rgb(path) -> tuple[np.ndarray, list[str]]:
     except UnidentifiedImageError:
         raise DiffxaiError(f"cannot read image {name}: not a recognised image file "
                            f"(.jpg/.jpeg/.png expected, {size} bytes)") from None
-    except Image.DecompressionBombError as exc:
+    except Image.DecompressionBombError as exc:  # (Pillow's own check, at twice MAX_PIXELS)
         raise DiffxaiError(f"cannot read image {name}: {_one_line(exc)}") from None
     except (OSError, SyntaxError, ValueError, EOFError, MemoryError) as exc:
         raise DiffxaiError(f"cannot read image {name}: {type(exc).__name__}: {_one_line(exc)}") from None

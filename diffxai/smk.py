@@ -9,7 +9,8 @@ A script stays thin::
 The seam is by name, and checked: the rule's input, output and param names must be exactly the
 stage function's parameters (those without a default required), so a renamed or added output
 (e.g. a ``pdf``) that the function does not take fails at once, with one line naming it, instead of
-being silently ignored. Each stage writes exactly the paths it is given as outputs.
+being silently ignored. Each stage writes exactly the paths it is given as outputs. Params named
+``tracked_*`` are for Snakemake's rerun decisions only (:mod:`diffxai.inputs`) and are not passed on.
 """
 from __future__ import annotations
 
@@ -54,7 +55,9 @@ def run(snakemake, stage: str) -> None:
         torch.set_num_threads(max(1, int(snakemake.threads)))
     except ImportError:  # pragma: no cover
         pass
-    kwargs = {**_named(snakemake.input), **_named(snakemake.output), **_named(snakemake.params)}
+    from .inputs import untracked
+
+    kwargs = untracked({**_named(snakemake.input), **_named(snakemake.output), **_named(snakemake.params)})
     t0 = time.perf_counter()
     try:
         fn = getattr(pipeline, stage)

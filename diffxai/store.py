@@ -3,10 +3,14 @@
 A store is written under a hidden temporary name beside its final path and renamed into place
 only when complete, so a killed job never leaves something that looks finished. Snakemake's
 own incomplete-output tracking is the second line of defence (``--rerun-incomplete``).
+The last file written into a store is its completion record (:mod:`diffxai.integrity`);
+:func:`open_store` refuses a store that does not match its record, with one line naming the chunk.
+A full disk (or quota) while writing is one line naming the store; the temporary is removed.
 """
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -19,6 +23,7 @@ import xarray as xr
 import zarr
 
 from .errors import DiffxaiError
+from .integrity import RECORD, check_store, write_record
 
 TMP_MARK = ".tmp-"
 
@@ -64,6 +69,21 @@ def _begin(final: Path) -> Path:
     return _tmp_sibling(final)
 
 
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space(exc: BaseException, final: Path) -> DiffxaiError | None:
+    """A one-line error for a full disk or quota while writing ``final`` (zarr may wrap the OSError)."""
+    for _ in range(16):  # the chain of causes, bounded
+        if exc is None:
+            break
+        if isinstance(exc, OSError) and exc.errno in _NO_SPACE:
+            return DiffxaiError(f"no space left writing {final} ({os.strerror(exc.errno)}); "
+                                f"nothing was kept; free space in {final.parent} and rerun")
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
 @contextlib.contextmanager
 def atomic_path(final: str | os.PathLike):
     """Yield a temporary path beside ``final``; rename it to ``final`` if the block succeeds."""
@@ -71,8 +91,11 @@ def atomic_path(final: str | os.PathLike):
     tmp = _begin(final)
     try:
         yield tmp
-    except BaseException:
+    except BaseException as exc:
         _remove(tmp)
+        full = _no_space(exc, final)
+        if full is not None:
+            raise full from None
         raise
     _commit(tmp, final)
 
@@ -90,16 +113,22 @@ def write_dataset(ds: xr.Dataset, final: str | os.PathLike, encoding: dict | Non
     """Write a whole Dataset as a Zarr v3 store, atomically."""
     with atomic_path(final) as tmp, _quiet_string_dtype():
         ds.to_zarr(tmp, mode="w", zarr_format=3, consolidated=False, encoding=encoding or {})
+        write_record(tmp)  # last: a store without it was never finished
     return Path(final)
 
 
 def open_store(path: str | os.PathLike) -> xr.Dataset:
+    """Open a finished store, after checking it against its completion record (names and sizes of
+    its files; the CRC of any file changed since): one line naming the store and chunk otherwise."""
     path = Path(path)
     if not (path / "zarr.json").is_file():
         raise DiffxaiError(f"{path} is not a complete Zarr store (no zarr.json)")
+    check_store(path)
     with warnings.catch_warnings():
-        # Snakemake drops .snakemake_timestamp into directory outputs; zarr warns about it
+        # Snakemake drops .snakemake_timestamp into directory outputs; zarr warns about it (and
+        # about the completion record, which is not a Zarr node)
         warnings.filterwarnings("ignore", message=".*snakemake_timestamp.*")
+        warnings.filterwarnings("ignore", message=f".*{RECORD}.*")
         ds = xr.open_zarr(path, consolidated=False)
     return ds
 
@@ -134,8 +163,11 @@ class StreamingStore:
             self.array = self.group.create_array(
                 self.name, shape=self.shape, chunks=self.chunks, dtype=self.dtype,
                 fill_value=np.nan, dimension_names=self.dims)
-        except BaseException:
+        except BaseException as exc:
             _remove(self.tmp)
+            full = _no_space(exc, self.final)
+            if full is not None:
+                raise full from None
             raise
         self.written = np.zeros(self.shape[:-2], dtype=bool)
         return self
@@ -155,10 +187,21 @@ class StreamingStore:
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
             _remove(self.tmp)
+            full = _no_space(exc, self.final)
+            if full is not None:
+                raise full from None
             return False
         if not self.written.all():
             _remove(self.tmp)
             raise DiffxaiError(f"{self.final}: {int((~self.written).sum())} entries were never written")
+        try:
+            write_record(self.tmp)  # last: a store without it was never finished
+        except BaseException as exc:
+            _remove(self.tmp)
+            full = _no_space(exc, self.final)
+            if full is not None:
+                raise full from None
+            raise
         _commit(self.tmp, self.final)
         return False
 

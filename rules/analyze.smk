@@ -34,6 +34,7 @@ for _method in config["methods"]:
                 output=config["attribution"]["output"],
                 device=ANALYSIS["device"],
                 shared=_method == SHARED_CHECKS_METHOD,
+                tracked_masks=tracked_masks(_members),
             log:
                 f"results/logs/analyze_{_method}/{_shard}.log",
             benchmark:

@@ -8,9 +8,11 @@ sys.path.insert(0, str(Path(workflow.basedir)))  # the diffxai package beside th
 
 from diffxai.config import METHODS, plan_shards, validate_config
 from diffxai.errors import DiffxaiError
+from diffxai.inputs import image_sources, mask_sources, normalise_paths
 
 try:
     validate_config(config, Path(workflow.basedir) / "config" / "schema.yaml")
+    normalise_paths(config)  # absolute, resolved: another spelling of a path is the same value
     from diffxai.classes import resolve_classes
 
     CLASSES = resolve_classes(config["classes"])
@@ -31,6 +33,28 @@ def class_params(slugs):
         {"slug": s, "index": CLASS[s].index, "synset": CLASS[s].synset, "name": CLASS[s].name}
         for s in slugs
     ]
+
+
+def located(value):
+    """A setting that says where to read, not what: a derived param (a function of ``output``),
+    passed to the job but left out of Snakemake's params rerun trigger; what is read there is
+    tracked by content (tracked_images, tracked_masks)."""
+    return lambda wildcards, output: value
+
+
+def tracked_images(slugs):
+    """Names and sha256 of the images the fetch of these classes reads (diffxai.inputs.image_sources);
+    evaluated when the job is planned."""
+    return lambda wildcards: [
+        image_sources(CLASS[s], config["image_dir"], config["images_per_class"], config["image_seed"],
+                      config["skip_bad_images"])
+        for s in slugs
+    ]
+
+
+def tracked_masks(slugs):
+    """Names and sha256 of the user mask PNGs (analysis.masks.folder) these classes' analysis reads."""
+    return lambda wildcards: [mask_sources(config["analysis"]["masks"]["folder"], CLASS[s]) for s in slugs]
 
 
 def image_folder(slug):

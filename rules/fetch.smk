@@ -1,7 +1,8 @@
 # Class images: images_per_class of them from image_dir (offline; <synset>/ subfolders or
 # <synset>_*.jpg|jpeg|png), or the pinned original (https + sha256), to Resize+CenterCrop 8-bit RGB
 # PNGs 000.png, 001.png, ... in one folder per class with manifest.json (provenance, duplicates,
-# skipped files). Images are found, hashed and read here, in the job: planning never opens image_dir.
+# skipped files). The fetch output depends on the images' content (tracked_images: names and sha256
+# of the files the job reads), not on how image_dir is spelled.
 for _shard, _members in SHARDS.items():
 
     rule:
@@ -11,8 +12,9 @@ for _shard, _members in SHARDS.items():
             images=[directory(image_folder(s)) for s in _members],
         params:
             classes=class_params(_members),
-            image_dir=config["image_dir"],
-            download_dir=config["download_dir"],
+            image_dir=located(config["image_dir"]),
+            download_dir=located(config["download_dir"]),
+            tracked_images=tracked_images(_members),
             resize=config["image"]["resize"],
             crop=config["image"]["crop"],
             images_per_class=config["images_per_class"],

@@ -377,3 +377,39 @@ def test_find_image_missing_folder(tmp_path):
     afile.write_bytes(b"x")
     with pytest.raises(DiffxaiError, match="not a folder"):
         find_image(afile, PERSIAN)
+
+
+def _png_header_only(path, width, height):
+    """A PNG of a few hundred bytes that claims width x height RGB (a decompression bomb's header)."""
+    import struct
+    import zlib
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 1000))
+                     + chunk(b"IEND", b""))
+    return path
+
+
+@pytest.mark.parametrize("pillow_limit", ["default", None])
+def test_a_decompression_bomb_fails_its_class_in_one_line_without_decoding(tmp_path, monkeypatch, pillow_limit):
+    import resource
+
+    from PIL import Image
+
+    from diffxai.classes import resolve_class
+    from diffxai.fetch import fetch_class_images
+
+    if pillow_limit is None:  # even with Pillow's own check switched off
+        monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    bomb = _png_header_only(tmp_path / "n02129604_bomb.png", 30000, 30000)
+    assert bomb.stat().st_size < 1000
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with pytest.raises(DiffxaiError) as e:
+        fetch_class_images(resolve_class("n02129604"), tmp_path / "out", image_dir=tmp_path, cache_dir=None)
+    msg = str(e.value)
+    assert "\n" not in msg and str(bomb) in msg and "tiger" in msg and ("bomb" in msg or "pixels" in msg), msg
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - peak < 200_000, "no 2.7 GB decode"
+    assert not (tmp_path / "out").exists()

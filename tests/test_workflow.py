@@ -314,3 +314,51 @@ def test_imagenet1k_plans_gpu_sized_jobs_not_thousands(tmp_path):
 def test_snakemake_lint_is_clean(tmp_path):
     res = snakemake(tmp_path, "--lint", config_files=())
     assert "Congratulations, your workflow is in a good condition" in res.stdout + res.stderr
+
+
+def _tiger_chain() -> set[str]:
+    return {"fetch_image_tiger", "noise_tiger", "classify_tiger", "figures_onset_tiger", "figures_analysis_tiger",
+            "analyze_agreement_tiger"} | {f"{r}_{m}_tiger" for r in ("attribute", "analyze") for m in METHODS}
+
+
+def test_the_same_images_by_another_path_plan_nothing_and_a_changed_one_its_class(tiny_run, tmp_path):
+    """Reruns follow the images' content: a copy of image_dir reached through a symlink and a
+    path with `..` plans nothing; one changed image replans its class and what follows, only."""
+    from conftest import tiny_image_dir
+
+    work = tiny_run[0]
+    copy = shutil.copytree(tiny_image_dir(work), tmp_path / "copy", symlinks=False)
+    (tmp_path / "link").symlink_to(copy)
+    spelled = tmp_path / "link" / ".." / "link"
+
+    def plan():
+        res = snakemake(work, "-n", "--config", f"image_dir={spelled}", config_files=(TINY, TINY_IMAGES))
+        return res.stdout + res.stderr, _planned_rules(res.stdout + res.stderr)
+
+    out, _ = plan()
+    assert "Nothing to be done" in out, out[-3000:]
+    with Image.open(copy / "n02129604_c_crop.jpg") as im:  # the third tiger image, re-encoded
+        im.save(copy / "n02129604_c_crop.jpg", quality=60)
+    _, rules = plan()
+    assert _tiger_chain() <= rules, rules
+    # the other class: only its figures that read the cross-class onset tables
+    assert rules - _tiger_chain() <= {"onset", "figures_curves", "report_md", "aggregate", "all", "analysis_summary",
+                                      "figures_onset_persian_cat", "figures_analysis_persian_cat"} \
+        | {f"figures_grid_{m}" for m in METHODS}, rules - _tiger_chain()
+
+
+def test_a_user_mask_replans_exactly_its_class_analysis(tiny_run):
+    """analysis.masks.folder (tiny_images.yaml: <workdir>/masks) is tracked by content: adding a
+    mask for one class replans that class's analysis and what reads it, nothing else."""
+    work = tiny_run[0]
+    folder = work / "masks" / "persian_cat"
+    folder.mkdir(parents=True)
+    try:
+        Image.fromarray(np.full((224, 224), 255, np.uint8)).save(folder / "face.png")
+        res = tiny(work, "-n")
+    finally:
+        shutil.rmtree(work / "masks")
+    rules = _planned_rules(res.stdout + res.stderr)
+    assert {f"analyze_{m}_persian_cat" for m in METHODS} <= rules
+    assert rules <= {f"analyze_{m}_persian_cat" for m in METHODS} | {"figures_analysis_persian_cat", "analysis_summary",
+                                                                       "report_md", "all"}, rules
