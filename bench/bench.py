@@ -36,7 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `python bench/bench.py` from anywhere: the repo's diffxai
     sys.path.insert(0, str(ROOT))
 
-from diffxai.attribution import METHODS, EngineOptions, attribute, method_spec, prepare_model  # noqa: E402
+from diffxai.attribution import EngineOptions, attribute, method_spec, prepare_model  # noqa: E402
 from diffxai.attribution.options import uses_cudagraphs  # noqa: E402
 from diffxai.attribution.reference import captum_maps as naive  # noqa: E402
 from diffxai.errors import DiffxaiError  # noqa: E402
@@ -385,7 +385,7 @@ class Bench:
         """The options of variant ``v`` for ``spec`` (BATCH_FACTOR: a multiple of the default batch)."""
         opts = variant_options(v, self.base)
         if v in BATCH_FACTOR:
-            opts = opts.replace(batch_size=BATCH_FACTOR[v] * self.base.default_batch_size(spec.name != "occlusion"))
+            opts = opts.replace(batch_size=BATCH_FACTOR[v] * self.base.default_batch_size(spec.gradient))
         return opts
 
     def _naive_rounds(self, r, tag, spec, x_n, t_n, x_e, t_e, keys, variants, naive_rounds):
@@ -421,14 +421,14 @@ class Bench:
         keys = list(range(len(x_e)))
         # warm-up (cudnn/mkldnn handles, kernels): one map each way, not timed
         # (enough maps for one full batch, so cudnn's autotuner sees the timed shape)
-        kw_ = min(n_engine, -(-self.base.default_batch_size(spec.name != "occlusion") // E) + 1)
+        kw_ = min(n_engine, -(-self.base.default_batch_size(spec.gradient) // E) + 1)
         if tag not in self._naive and dev.type == "cuda":  # (CPU: interleaved rounds, best of)
-            if spec.name != "occlusion" or not self.args.minimal:  # Occlusion: 3 s a map, batch 1
+            if spec.gradient or not self.args.minimal:  # Occlusion: 3 s a map, batch 1
                 naive(self.model, x_n[:1], t_n[:1], spec, dev)
             attribute(self.model, x_e[:kw_], t_e[:kw_], spec, self.base)
         ref, draws, eager_s, eager_st = self._naive_rounds(r, tag, spec, x_n, t_n, x_e, t_e, keys, variants,
                                                            naive_rounds)
-        base_fwd = self.res["ceilings"]["eager_fp32"]["fwdbwd" if spec.name != "occlusion" else "fwd"]
+        base_fwd = self.res["ceilings"]["eager_fp32"]["fwdbwd" if spec.gradient else "fwd"]
         r["ceiling_implied_maps_per_s"] = base_fwd / E
         for v in variants:
             opts = self._variant(v, spec)
@@ -475,7 +475,7 @@ class Bench:
         dev = self.dev
         out = {"maps_per_method": 400, "variant": variant, "methods": {}}
         tot_e = tot_n = 0.0
-        for name in METHODS:
+        for name in self.paper:  # the study's three methods
             settings = self.paper[name]
             spec = method_spec(name, settings)
             m = None  # reuse the identical-settings measurement where the settings are the same
@@ -495,7 +495,7 @@ class Bench:
                 x, t = self.maps.get(n_engine[name], cls=3)
                 opts = self._variant(variant, spec)
                 if dev.type == "cuda":
-                    k = -(-self.base.default_batch_size(spec.name != "occlusion") // spec.evals_per_map()) + 1
+                    k = -(-self.base.default_batch_size(spec.gradient) // spec.evals_per_map()) + 1
                     attribute(self.model, x[:k], t[:k], spec, opts)
                 eng, (_, st) = self._engine(x, t, spec, opts, draw_keys=list(range(len(x))))
                 eng /= len(x)
@@ -705,14 +705,14 @@ def compile_modes_plan(b: Bench, args) -> None:
     nn_ = {"integrated_gradients": 3, "gradient_shap": 3, "occlusion": 1}
     tags = {"integrated_gradients": "IG n_steps=50", "gradient_shap": "GS n_samples=20", "occlusion": "Occlusion 15/8"}
     pw = {"integrated_gradients": 100 // f, "gradient_shap": 100 // f, "occlusion": max(1, 20 // f)}
-    for name in METHODS:
+    for name in COMPARE:
         b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], ("eager",))
     b.paper_workload(pw, 3, "eager")
 
     def run_variant(v, limit_s=None):
         try:
             b.compiled_ceilings(v, limit_s)
-            for name in METHODS:
+            for name in COMPARE:
                 b.method(name, COMPARE[name], nn_[name], ne[name], tags[name], (v,))
             b.paper_workload(pw, 3, v)
             return b.res["paper_workload"][v]["engine_s"]

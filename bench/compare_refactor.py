@@ -9,8 +9,8 @@ changed no number.
 Runs the engine on the CPU on real noised ImageNet images for each method at the default config's
 settings (config/config.yaml) and at the study's (config/paper.yaml: IG n_steps 20, GradientSHAP 20
 samples with the pipeline's draw keys, Occlusion (3,15,15)/(3,8,8) incremental and full), plus a few
-side paths (gradient-only IG, uniform GradientSHAP baselines with noise, softmax output, per-channel
-Occlusion windows, batches that straddle maps). ``--record`` saves one .npy per case; ``--check``
+side paths (gradient-only IG and GradientSHAP, uniform GradientSHAP baselines with noise, softmax
+output, per-channel Occlusion windows, batches that straddle maps). ``--record`` saves one .npy per case; ``--check``
 recomputes every case and compares with ``np.array_equal`` (bitwise), printing one line per case.
 Works against both APIs (old ``diffxai.engine``, new ``diffxai.attribution``).
 """
@@ -54,6 +54,8 @@ CASES = {
     "gs_uniform_noise": ("gradient_shap", {"n_samples": 6, "stdevs": 0.2, "baselines": "uniform",
                                            "n_baselines": 3}, 64,
                          [(TIGER, 20, 0), (PERSIAN, 50, 2), (SIAMESE, 80, 1)], {"keys": True, "batch_size": 5}),
+    "gs_gradient_only": ("gradient_shap", {"n_samples": 5, "stdevs": 0.1, "multiply_by_inputs": False}, 64,
+                         [(TIGER, 20, 0), (PERSIAN, 50, 2)], {"keys": True, "batch_size": 4}),
     "occ_softmax": ("occlusion", {"window": [3, 9, 9], "stride": [3, 6, 6]}, 64,
                     [(TIGER, 20, 0), (PERSIAN, 50, 2)], {"batch_size": 32, "output": "softmax"}),
     "occ_per_channel_incremental": ("occlusion", {"window": [1, 9, 9], "stride": [1, 6, 6], "baseline": 0.3}, 96,

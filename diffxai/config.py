@@ -8,10 +8,7 @@ from pathlib import Path
 import yaml
 
 from .errors import DiffxaiError
-
-#: the attribution methods, defined once (torch-free: the Snakefile plans with it); diffxai.attribution
-#: re-exports it
-METHODS = ("integrated_gradients", "gradient_shap", "occlusion")
+from .registry import METHODS  # noqa: F401  (the Snakefile plans with it; diffxai.attribution re-exports it)
 
 
 def _set_defaults(schema: dict, cfg):

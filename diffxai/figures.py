@@ -21,14 +21,11 @@ from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from .errors import DiffxaiError
+from .registry import LABELS
 
 STEP_LABEL = "diffusion step k (0 = noisiest)"
 LOG_SNR_LABEL = r"log-SNR  $\log\,\bar\alpha/(1-\bar\alpha)$"
-METHOD_LABELS = {
-    "integrated_gradients": "Integrated Gradients",
-    "gradient_shap": "GradientSHAP",
-    "occlusion": "Occlusion",
-}
+METHOD_LABELS = LABELS  # the registry's
 ATTR_CMAP = "RdBu_r"
 DPI = 150
 PANEL_IN = 1.7  # inches per image panel

@@ -17,6 +17,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .figures import ATTR_CMAP, DPI, LOG_SNR_LABEL, STEP_LABEL, method_label
+from .registry import METHODS
 
 #: (variable, selection, title, chance line) per panel row of the metric figure
 PANELS = (
@@ -30,7 +31,7 @@ PANELS = (
     ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true); fill: solid baseline, -. noise; "
      ": random", None),
 )
-COLOURS = {"integrated_gradients": "C0", "gradient_shap": "C1", "occlusion": "C2"}
+COLOURS = {m: f"C{i}" for i, m in enumerate(METHODS)}  # in registry order
 
 
 def _save_png(fig: Figure, out_png) -> Path:

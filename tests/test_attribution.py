@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from diffxai.attribution import EngineOptions, attribute, method_spec
-from diffxai.attribution import expansions
-from diffxai.attribution.reference import record_gs_draws, sample_image
+from diffxai.attribution.methods.gradient_shap import GradientShapExpansion
+from diffxai.attribution.reference import captum_maps, record_gs_draws, sample_image
 from diffxai.errors import DiffxaiError
 
 captum_attr = pytest.importorskip("captum.attr")
@@ -143,6 +143,20 @@ def test_occlusion_matches_captum(model):
         assert _rel(got[i], ref) <= 1e-4, i
 
 
+@pytest.mark.parametrize("abs_", [False, True])
+def test_saliency_matches_captum(model, batch64, abs_):
+    x, t = batch64
+    spec = method_spec("saliency", {"abs": abs_})
+    assert spec.evals_per_map((3, 64, 64)) == 1 and spec.settings() == {"abs": abs_}
+    got = maps_of(model, x, t, spec, batch_size=2)  # one evaluation per map, two maps per batch
+    sal = captum_attr.Saliency(model)
+    ref = np.stack([sal.attribute(x[i:i + 1], target=int(t[i]), abs=abs_).sum(1)[0].numpy() for i in range(len(x))])
+    assert _rel(got, ref) <= 1e-5
+    assert (got < 0).any() != abs_  # signed by default; abs=True: non-negative
+    ref_maps, draws = captum_maps(model, x, t, spec, "cpu")  # the spec's own Captum reference
+    assert draws is None and np.array_equal(ref_maps, ref)
+
+
 def test_softmax_output_matches_captum(model, batch64):
     x, t = batch64
 
@@ -257,16 +271,16 @@ def test_gradient_shap_draws_made_up_front_equal_the_per_map_draws(model, batch6
     # numbers must be exactly those of the per-map generator
     x, t = batch64
     spec = method_spec("gradient_shap", {"n_samples": 5})
-    made, predraw = [], expansions._GS.predraw
+    made, predraw = [], GradientShapExpansion.predraw
 
     def spy(self, keys, draws):
         predraw(self, keys, draws)
         made.append(self._pre is not None)
 
-    monkeypatch.setattr(expansions._GS, "predraw", spy)
+    monkeypatch.setattr(GradientShapExpansion, "predraw", spy)
     up_front = maps_of(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
     assert made == [True]
-    monkeypatch.setattr(expansions._GS, "predraw", lambda self, keys, draws: setattr(self, "_pre", None))
+    monkeypatch.setattr(GradientShapExpansion, "predraw", lambda self, keys, draws: setattr(self, "_pre", None))
     per_map = maps_of(model, x, t, spec, draw_keys=[11, 5, 42], batch_size=7)
     assert np.array_equal(up_front, per_map)
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from diffxai.attribution import incremental, method_spec
-from diffxai.attribution.expansions import _Occ
+from diffxai.attribution.methods.occlusion import OcclusionExpansion
 
 from test_attribution import PERSIAN, TIGER, _image, _noised, _rel, inject_oom, run
 
@@ -27,7 +27,7 @@ def tiger224():
 
 
 def _full_logits(model, x, spec, idx):
-    masks = _Occ(spec, tuple(x.shape), "cpu")._masks(idx)
+    masks = OcclusionExpansion(spec, tuple(x.shape), "cpu")._masks(idx)
     with torch.no_grad():
         return model(x.unsqueeze(0) * (1 - masks) + spec.baseline * masks)
 
@@ -47,7 +47,7 @@ def test_logits_equal_full_forward_everywhere_including_borders(model, tiger224,
     other = torch.flip(x, dims=[2])  # a second, different image in another slot
     inc.load(0, other)
     inc.load(2, x)
-    occ = _Occ(spec, tuple(x.shape), "cpu")
+    occ = OcclusionExpansion(spec, tuple(x.shape), "cpu")
     sc = occ.shift_counts
     # every corner, edge midpoints, the unoccluded copy (0) and a spread of interior windows
     feats = {0, sc[0] - 1, sc[0] * (sc[1] - 1), sc[0] * sc[1] * (sc[2] - 1), occ.P - 1, occ.P // 2,

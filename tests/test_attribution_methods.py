@@ -1,4 +1,4 @@
-"""One source of defaults and of method names (config/schema.yaml <-> diffxai.attribution), the
+"""One registry of methods (diffxai.registry <-> config/schema.yaml <-> diffxai.attribution.methods), the
 cross-key Occlusion rules rejected at planning time, the options/stats objects, and the package's
 shape (no import loop, short functions)."""
 from __future__ import annotations
@@ -6,16 +6,20 @@ from __future__ import annotations
 import ast
 import copy
 import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from diffxai import config as config_mod
-from diffxai.attribution import METHODS, EngineOptions, MethodSpec, RunStats, method_spec
-from diffxai.attribution.methods import SETTING_KEYS, SPEC_FIELDS
+from diffxai import figures as fg
+from diffxai.attribution import METHODS, EngineOptions, RunStats, method_spec
+from diffxai.attribution.methods import SPECS
 from diffxai.config import validate_config
 from diffxai.errors import DiffxaiError
+from diffxai.registry import LABELS, METHODS as REGISTRY_METHODS, REGISTRY, method_info
 
 REPO = Path(__file__).resolve().parents[1]
 SCHEMA_PATH = REPO / "config" / "schema.yaml"
@@ -23,28 +27,64 @@ SCHEMA = yaml.safe_load(SCHEMA_PATH.read_text())
 BASE = yaml.safe_load((REPO / "config" / "config.yaml").read_text())
 
 
-# ------------------------------------------------------------------ one source of defaults
-@pytest.mark.parametrize("method", METHODS)
-def test_method_spec_defaults_equal_the_schema_defaults(method):
-    props = SCHEMA["properties"]["attribution"]["properties"][method]["properties"]
-    schema_defaults = {k: v["default"] for k, v in props.items()}
-    spec = method_spec(method, {})  # every setting left to the spec's default
-    got = spec.settings()
-    assert set(schema_defaults) <= set(got), sorted(set(schema_defaults) - set(got))
-    for key, want in schema_defaults.items():
-        assert got[key] == want, (method, key, got[key], want)
-    # and the dataclass defaults themselves (what MethodSpec(name) means)
-    bare = MethodSpec(method).settings()
-    assert {k: bare[k] for k in schema_defaults} == schema_defaults
-    # every schema key is a setting method_spec accepts
-    assert set(schema_defaults) <= SETTING_KEYS[method]
+# ------------------------------------------------------------------ one registry, one source of defaults
+def _method_enums(node, where="") -> list[tuple[str, list]]:
+    """(schema path, enum) of every enum in the schema that lists attribution methods."""
+    out = []
+    if isinstance(node, dict):
+        enum = node.get("enum")
+        if isinstance(enum, list) and set(enum) & set(REGISTRY_METHODS):
+            out.append((where, enum))
+        for k, v in node.items():
+            out += _method_enums(v, f"{where}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            out += _method_enums(v, f"{where}[{i}]")
+    return out
 
 
-def test_methods_are_defined_once_and_match_the_schema():
-    assert METHODS is config_mod.METHODS
-    assert tuple(SCHEMA["properties"]["methods"]["items"]["enum"]) == METHODS
+def _plain(v):
+    return list(v) if isinstance(v, tuple) else v
+
+
+def test_the_schema_lists_the_registered_methods_and_their_defaults():
+    assert METHODS is config_mod.METHODS is REGISTRY_METHODS
+    enums = _method_enums(SCHEMA)
+    assert len(enums) >= 3, enums  # methods, analysis.controls.noise_only_methods, analysis.randomization.methods
+    for where, enum in enums:
+        assert tuple(enum) == METHODS, where
     assert tuple(SCHEMA["properties"]["methods"]["default"]) == METHODS
-    assert set(SPEC_FIELDS) == set(SETTING_KEYS) == set(METHODS)
+    attribution = SCHEMA["properties"]["attribution"]["properties"]
+    for m in REGISTRY:
+        props = attribution[m.name]["properties"]
+        assert {k: v["default"] for k, v in props.items()} == {k: _plain(v) for k, v in m.settings.items()}, m.name
+    assert set(LABELS) == set(METHODS) and dict(fg.METHOD_LABELS) == dict(LABELS)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_method_spec_defaults_equal_the_registry_defaults(method):
+    """A spec from an empty settings dict (and its class's defaults) is the config's default method."""
+    want = {k: _plain(v) for k, v in method_info(method).settings.items()}
+    got = method_spec(method, {}).settings()
+    assert {k: got[k] for k in want} == want
+    assert SPECS[method]().settings() == got and SPECS[method].name == method == method_spec(method).name
+    assert set(want) <= SPECS[method].setting_keys  # every config key is a setting method_spec accepts
+    assert method_spec(method, want).settings() == got
+
+
+def test_names_labels_and_defaults_import_without_torch():
+    code = ("import sys; from diffxai.config import METHODS; from diffxai.registry import LABELS, REGISTRY; "
+            "assert len(METHODS) == len(LABELS) == len(REGISTRY); assert 'torch' not in sys.modules")
+    subprocess.run([sys.executable, "-c", code], cwd=REPO, check=True)
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_module_holds_what_the_engine_needs(method):
+    spec = method_spec(method)
+    assert spec.evals_per_map((3, 32, 32)) >= 1
+    exp = spec.expansion((3, 32, 32), "cpu")
+    assert exp.n == spec.evals_per_map((3, 32, 32)) and exp.grad == spec.gradient
+    assert spec.incremental == (method == "occlusion")  # the runner's incremental route: a capability
 
 
 def test_gradient_only_ig_is_a_setting():
@@ -178,7 +218,7 @@ def test_no_import_loop_in_diffxai():
 def test_attribution_functions_are_short():
     """No function of diffxai.attribution longer than 80 lines (docstrings included)."""
     long = []
-    for path in (REPO / "diffxai" / "attribution").glob("*.py"):
+    for path in (REPO / "diffxai" / "attribution").rglob("*.py"):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 n = node.end_lineno - node.lineno + 1
@@ -188,6 +228,6 @@ def test_attribution_functions_are_short():
 
 
 def test_lite0_internals_are_read_in_one_attribution_module():
-    hits = [p.name for p in (REPO / "diffxai" / "attribution").glob("*.py")
+    hits = [p.name for p in (REPO / "diffxai" / "attribution").rglob("*.py")
             if "_blocks" in p.read_text() or "_conv_stem" in p.read_text()]
     assert hits == ["incremental.py"], hits

@@ -1,5 +1,5 @@
-"""Batched attribution for Integrated Gradients, GradientSHAP and Occlusion, equal to per-map
-Captum calls up to float32 rounding.
+"""Batched attribution for the registered methods (:mod:`diffxai.registry`: Integrated Gradients,
+GradientSHAP, Occlusion, Saliency), equal to per-map Captum calls up to float32 rounding.
 
     from diffxai.attribution import EngineOptions, attribute, method_spec
 
@@ -9,15 +9,15 @@ Captum calls up to float32 rounding.
 
 | module | one job |
 |---|---|
-| ``methods`` | ``MethodSpec`` per method, ``method_spec`` validation, Captum's Occlusion ``shift_counts`` |
+| ``methods`` | one module per method: its ``MethodSpec`` (settings, evaluations, expansion, Captum call) |
 | ``options`` | ``EngineOptions`` (every tunable, frozen) and ``RunStats`` (what a call did) |
-| ``expansions`` | per method: the evaluations one map expands into and how their outputs combine |
+| ``expansions`` | the protocol: the evaluations one map expands into and how their outputs combine |
 | ``runner`` | ``attribute``: batches, the one forward path, accumulation, OOM back-off, streaming |
 | ``prepare`` | the module the engine runs (eval, BN folding, channels_last, torch.compile), cached |
 | ``incremental`` | exact incremental Occlusion forwards for EfficientNet-Lite0 |
 
-Imports only go down this table's dependency order (methods, options -> expansions, prepare,
-incremental -> runner); nothing imports the runner back.
+Imports only go down this dependency order (expansions, options -> methods -> incremental, prepare
+-> runner); nothing imports the runner back.
 """
 from ..config import METHODS
 from .methods import MethodSpec, method_spec, shift_counts

@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import DiffxaiError
-from .expansions import _MapState, cat_contribs, make_expansion
+from .expansions import _MapState, cat_contribs
 from .incremental import cached_plan
 from .methods import MethodSpec
 from .options import EngineOptions, RunStats, uses_cudagraphs
@@ -65,7 +65,7 @@ class _BatchRunner:
                       "precision": options.precision, "batches": 0, "padded_evals": 0, "oom_halvings": 0,
                       "eager_tail_evals": 0, "occlusion_incremental_cut": None}
         self.t_prep = time.perf_counter()
-        self.exp = make_expansion(spec, self.shape, self.dev)
+        self.exp = spec.expansion(self.shape, self.dev)
         self.E = self.exp.n
         self.total = self.N * self.E
         self.B = self._batch_size()
@@ -85,7 +85,7 @@ class _BatchRunner:
         self.acc = torch.zeros((self.S,) + self.shape, dtype=torch.float32, device=self.dev)
         self.done_count = [0] * self.N
         self.inc = self.inc_run = self.tail_net = None
-        if spec.name == "occlusion" and options.occlusion_incremental:
+        if spec.incremental and options.occlusion_incremental:
             self._setup_incremental()
         # CUDA: all inputs to the device in one copy (a per-map copy drains the GPU queue every time)
         self.inputs_dev = inputs
