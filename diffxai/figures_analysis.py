@@ -2,7 +2,7 @@
 onset marked, the masks over the clean image, and an animated GIF across steps (Pillow).
 
 Inputs are the Datasets of :mod:`diffxai.analysis.stage` (one class, dim ``xai_method``, as
-:func:`diffxai.pipeline.class_analysis` assembles them from the stores) and the CONTRACT.md stores.
+:func:`diffxai.stages.analyze.class_analysis` assembles them from the stores) and the CONTRACT.md stores.
 Object-oriented matplotlib only (no pyplot state), fixed sizes in inches.
 """
 from __future__ import annotations
