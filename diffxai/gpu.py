@@ -1,7 +1,8 @@
 """One GPU per job on a multi-GPU workstation.
 
 Snakemake counts ``resources: gpu=1`` against ``--resources gpu=N`` but never says *which* GPU a
-job should use (its issue #281). Each attribution job therefore claims a device slot itself: it
+job should use (its issue #281). Each job that uses a GPU (classify, attribute, analyze) therefore
+claims a device slot itself: it
 takes an exclusive, non-blocking ``flock`` on ``gpu<i>.lock`` in a lock folder and sets
 ``CUDA_VISIBLE_DEVICES`` before CUDA is initialised. The kernel drops the lock when the process
 dies (also on ``kill -9``), so a crashed job never leaks a GPU.
@@ -42,9 +43,9 @@ class Claim:
                 "gpu_slot": -1 if self.slot is None else self.slot}
 
 
-def claim_for_job(prefer: str = "auto", log=None, wait_s: float = 600.0) -> Claim:
+def claim_for_job(prefer: str = "auto", log=None, wait_s: float = 600.0, setting: str = "attribution.device") -> Claim:
     """:func:`claim_device`, logged on ``log`` (a logging.Logger) the way a workflow job reports it."""
-    claim = claim_device(prefer, wait_s)
+    claim = claim_device(prefer, wait_s, setting)
     if log is not None:
         log.info("device: %s (%s; CUDA_VISIBLE_DEVICES=%s)", claim.device, claim.reason, claim.visible)
     return claim
@@ -73,17 +74,18 @@ def lock_dir() -> str:
         tempfile.gettempdir(), f"diffxai-gpu-locks-{os.getuid()}")
 
 
-def claim_device(prefer: str = "auto", wait_s: float = 600.0) -> Claim:
-    """Pick the device for this job. ``prefer``: auto | cpu | cuda."""
+def claim_device(prefer: str = "auto", wait_s: float = 600.0, setting: str = "attribution.device") -> Claim:
+    """Pick the device for this job. ``prefer``: auto | cpu | cuda (the config key ``setting``,
+    named in errors)."""
     if prefer == "cpu":
         return Claim("cpu", None, os.environ.get("CUDA_VISIBLE_DEVICES"), "configured cpu")
     if os.environ.get("SLURM_JOB_ID") and os.environ.get("CUDA_VISIBLE_DEVICES"):
         # the scheduler already bound this job to its GPU(s)
-        return _finish(Claim("cuda", None, os.environ["CUDA_VISIBLE_DEVICES"], "assigned by SLURM"), prefer)
+        return _finish(Claim("cuda", None, os.environ["CUDA_VISIBLE_DEVICES"], "assigned by SLURM"), prefer, setting)
     n = gpu_count()
     if n == 0:
         if prefer == "cuda":
-            raise DiffxaiError("attribution.device is 'cuda' but no GPU is visible on this machine")
+            raise DiffxaiError(f"{setting} is 'cuda' but no GPU is visible on this machine")
         return Claim("cpu", None, os.environ.get("CUDA_VISIBLE_DEVICES"), "no GPU found")
     physical = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
     if len(physical) != n:
@@ -105,20 +107,20 @@ def claim_device(prefer: str = "auto", wait_s: float = 600.0) -> Claim:
             fh.flush()
             _HELD.append(fh)
             os.environ["CUDA_VISIBLE_DEVICES"] = dev
-            return _finish(Claim("cuda", i, dev, f"claimed slot {i} of {n}"), prefer)
+            return _finish(Claim("cuda", i, dev, f"claimed slot {i} of {n}"), prefer, setting)
         if time.monotonic() > deadline:
             raise DiffxaiError(
                 f"all {n} GPUs are held by other jobs (locks in {folder}); run with --resources gpu={n}")
         time.sleep(0.5)
 
 
-def _finish(claim: Claim, prefer: str) -> Claim:
+def _finish(claim: Claim, prefer: str, setting: str) -> Claim:
     import torch
 
     if torch.cuda.is_available():
         return claim
     if prefer == "cuda":
-        raise DiffxaiError("attribution.device is 'cuda' but torch sees no usable CUDA device")
+        raise DiffxaiError(f"{setting} is 'cuda' but torch sees no usable CUDA device")
     claim.device = "cpu"
     claim.reason += "; torch sees no CUDA device, using cpu"
     return claim

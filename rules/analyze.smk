@@ -1,12 +1,13 @@
-# Analysis (issue 12; docs/ANALYSIS.md): what the attribution maps show, per method and class,
+# Analysis (docs/ANALYSIS.md): what the attribution maps show, per method and class,
 # every metric with its null or control beside it; then agreement between methods and seeds, the
 # phase table and verdicts on the study's claims, and the analysis figures.
 #
-# The analysis jobs run where classify runs (analysis.device: auto = the GPU when torch sees one,
-# no GPU claim): their costly part (deletion/insertion, randomization, the spectral controls) is
-# bounded by analysis.subset and costs a fraction of the attribution, so holding a GPU slot for it
-# would only queue it behind the attribution jobs. The per-method jobs read results/onset.csv: the
-# costly subset is placed around each class's onset (analysis.subset.steps_relative_to_onset).
+# The per-method analysis jobs compute on a GPU where one is visible (analysis.device: auto): like
+# classify they then ask for the `gpu` resource and claim their own device (device_resources in
+# common.smk); their costly part (deletion/insertion, randomization, the spectral controls) is
+# bounded by analysis.subset and costs a fraction of the attribution.
+# The per-method jobs read results/onset.csv: the costly subset is placed around each class's
+# onset (analysis.subset.steps_relative_to_onset).
 # Each rule's params carry only the analysis keys it reads: a verdict window change reruns the
 # summary and the report, a mask change the per-method stores and what follows.
 
@@ -18,13 +19,13 @@ for _method in config["methods"]:
             name:
                 f"analyze_{_method}_{_shard}"
             input:
-                noised=[noised_store(s) for s in _members],
-                attributions=[attribution_store(_method, s) for s in _members],
-                images=[image_folder(s) for s in _members],
-                probs=[probs_store(s) for s in _members],
-                onset="results/onset.csv",
+                noised=by_class(paths.NOISED, _members),
+                attributions=by_class(paths.ATTRIBUTIONS, _members, _method),
+                images=by_class(paths.IMAGES, _members),
+                probs=by_class(paths.PROBS, _members),
+                onset=paths.ONSET,
             output:
-                analyses=[directory(analysis_store(_method, s)) for s in _members],
+                analyses=[directory(p) for p in by_class(paths.ANALYSES, _members, _method)],
             params:
                 method=_method,
                 settings=config["attribution"][_method],
@@ -36,13 +37,13 @@ for _method in config["methods"]:
                 shared=_method == SHARED_CHECKS_METHOD,
                 tracked_masks=tracked_masks(_members),
             log:
-                f"results/logs/analyze_{_method}/{_shard}.log",
+                paths.log(f"analyze_{_method}/{_shard}"),
             benchmark:
-                f"results/benchmarks/analyze_{_method}/{_shard}.tsv"
+                paths.benchmark(f"analyze_{_method}/{_shard}")
             conda:
                 ENV
             resources:
-                **CPU_RES,
+                **device_resources(ANALYSIS["device"]),
             script:
                 "../scripts/analyze.py"
 
@@ -53,17 +54,17 @@ for _shard, _members in SHARDS.items():
         name:
             f"analyze_agreement_{_shard}"
         input:
-            attributions=[attribution_store(m, s) for s in _members for m in config["methods"]],
+            attributions=by_method_class(paths.ATTRIBUTIONS, _members),
         output:
-            agreements=[directory(agreement_store(s)) for s in _members],
+            agreements=[directory(p) for p in by_class(paths.AGREEMENTS, _members)],
         params:
             classes=class_params(_members),
             methods=config["methods"],
             agreement=ANALYSIS["agreement"],
         log:
-            f"results/logs/analyze_agreement/{_shard}.log",
+            paths.log(f"analyze_agreement/{_shard}"),
         benchmark:
-            f"results/benchmarks/analyze_agreement/{_shard}.tsv"
+            paths.benchmark(f"analyze_agreement/{_shard}")
         conda:
             ENV
         resources:
@@ -74,31 +75,31 @@ for _shard, _members in SHARDS.items():
 
 rule analysis_summary:
     input:
-        analyses=[analysis_store(m, s) for s in SLUGS for m in config["methods"]],
-        agreements=[agreement_store(s) for s in SLUGS],
-        onset="results/onset.csv",
+        analyses=by_method_class(paths.ANALYSES, SLUGS),
+        agreements=by_class(paths.AGREEMENTS, SLUGS),
+        onset=paths.ONSET,
     output:
         phases=report(
-            "results/analysis/phases.csv",
+            paths.PHASES,
             caption="../report/analysis_tables.rst",
             category="Analysis",
             labels={"table": "phases"},
         ),
         verdicts=report(
-            "results/analysis/verdicts.csv",
+            paths.VERDICTS,
             caption="../report/analysis_tables.rst",
             category="Analysis",
             labels={"table": "verdicts"},
         ),
-        by_category="results/analysis/metrics_by_category.csv",
+        by_category=paths.METRICS_BY_CATEGORY,
     params:
         classes=class_params(SLUGS),
         methods=config["methods"],
         analysis={k: ANALYSIS[k] for k in ("aligned", "verdicts")},
     log:
-        "results/logs/analysis_summary.log",
+        paths.log("analysis_summary"),
     benchmark:
-        "results/benchmarks/analysis_summary.tsv"
+        paths.benchmark("analysis_summary")
     conda:
         ENV
     resources:
@@ -113,43 +114,43 @@ for _shard, _members in SHARDS.items():
         name:
             f"figures_analysis_{_shard}"
         input:
-            noised=[noised_store(s) for s in _members],
-            images=[image_folder(s) for s in _members],
-            attributions=[attribution_store(m, s) for s in _members for m in config["methods"]],
-            analyses=[analysis_store(m, s) for s in _members for m in config["methods"]],
-            agreements=[agreement_store(s) for s in _members],
-            onset="results/onset.csv",
-            onset_images="results/onset_images.csv",
+            noised=by_class(paths.NOISED, _members),
+            images=by_class(paths.IMAGES, _members),
+            attributions=by_method_class(paths.ATTRIBUTIONS, _members),
+            analyses=by_method_class(paths.ANALYSES, _members),
+            agreements=by_class(paths.AGREEMENTS, _members),
+            onset=paths.ONSET,
+            onset_images=paths.ONSET_IMAGES,
         output:
             analysis_png=[
                 report(
-                    figure(f"analysis_{s}"),
+                    p,
                     caption="../report/analysis_metrics.rst",
                     category="Analysis",
                     subcategory="Metrics along the trajectory",
                     labels={"class": s},
                 )
-                for s in _members
+                for s, p in paths.ANALYSIS_PNG.mapping(_members).items()
             ],
             masks_png=[
                 report(
-                    figure(f"masks_{s}"),
+                    p,
                     caption="../report/analysis_masks.rst",
                     category="Analysis",
                     subcategory="Masks",
                     labels={"class": s},
                 )
-                for s in _members
+                for s, p in paths.MASKS_PNG.mapping(_members).items()
             ],
             animation_gif=[
                 report(
-                    f"results/figures/animation_{s}.gif",
+                    p,
                     caption="../report/analysis_animation.rst",
                     category="Analysis",
                     subcategory="Animation",
                     labels={"class": s},
                 )
-                for s in _members
+                for s, p in paths.ANIMATION_GIF.mapping(_members).items()
             ],
         params:
             classes=class_params(_members),
@@ -158,7 +159,7 @@ for _shard, _members in SHARDS.items():
             image=config["figures"]["image"],
             animation_ms=ANALYSIS["figures"]["animation_ms"],
         log:
-            f"results/logs/figures/analysis_{_shard}.log",
+            paths.log(f"figures/analysis_{_shard}"),
         conda:
             ENV
         resources:

@@ -7,9 +7,9 @@ for _method in config["methods"]:
             name:
                 f"attribute_{_method}_{_shard}"
             input:
-                noised=[noised_store(s) for s in _members],
+                noised=by_class(paths.NOISED, _members),
             output:
-                attributions=[directory(attribution_store(_method, s)) for s in _members],
+                attributions=[directory(p) for p in by_class(paths.ATTRIBUTIONS, _members, _method)],
             params:
                 method=_method,
                 settings=config["attribution"][_method],
@@ -24,9 +24,9 @@ for _method in config["methods"]:
                 batch_size=config["attribution"]["batch_size"],
                 compile=config["attribution"]["compile"],
             log:
-                f"results/logs/attribute_{_method}/{_shard}.log",
+                paths.log(f"attribute_{_method}/{_shard}"),
             benchmark:
-                f"results/benchmarks/attribute_{_method}/{_shard}.tsv"
+                paths.benchmark(f"attribute_{_method}/{_shard}")
             conda:
                 ENV
             resources:

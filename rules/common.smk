@@ -1,4 +1,6 @@
-# Shared setup: config validation, class resolution, sharding, paths.
+# Shared setup: config validation, class resolution, sharding, resources. Every path comes from
+# diffxai.paths; per-class inputs and outputs are declared as paths.flat(...) of the named
+# mappings the stages receive (diffxai.smk checks that the two agree).
 import sys
 from pathlib import Path
 
@@ -6,8 +8,11 @@ from snakemake.exceptions import WorkflowError
 
 sys.path.insert(0, str(Path(workflow.basedir)))  # the diffxai package beside this Snakefile
 
+from diffxai import paths
 from diffxai.config import METHODS, plan_shards, validate_config
 from diffxai.errors import DiffxaiError
+from diffxai.gpu import gpu_count
+from diffxai.paths import figure
 from diffxai.inputs import image_sources, mask_sources, normalise_paths
 
 try:
@@ -57,31 +62,6 @@ def tracked_masks(slugs):
     return lambda wildcards: [mask_sources(config["analysis"]["masks"]["folder"], CLASS[s]) for s in slugs]
 
 
-def image_folder(slug):
-    """resources/images/{cls}/: 000.png, 001.png, ... and manifest.json (one directory output)."""
-    return f"resources/images/{slug}"
-
-
-def noised_store(slug):
-    return f"results/noised/{slug}.zarr"
-
-
-def probs_store(slug):
-    return f"results/probs/{slug}.zarr"
-
-
-def attribution_store(method, slug):
-    return f"results/attributions/{method}/{slug}.zarr"
-
-
-def analysis_store(method, slug):
-    return f"results/analysis/{method}/{slug}.zarr"
-
-
-def agreement_store(slug):
-    return f"results/analysis/agreement/{slug}.zarr"
-
-
 ANALYSIS = config["analysis"]
 # the analysis: keys the per-method analysis jobs read (their params carry only these)
 ANALYSIS_METHOD_KEYS = ("masks", "enrichment", "spectral", "subset", "controls", "faithfulness", "randomization",
@@ -92,17 +72,32 @@ SHARED_CHECKS_METHOD = (
 )
 
 
-def figure(name):
-    return f"results/figures/{name}.png"
+def by_class(family, slugs, method=None):
+    """The rule's list of a per-class family's paths: {cls: path} (of ``method``) flattened."""
+    return paths.flat(family.mapping(slugs, method=method))
+
+
+def by_method_class(family, slugs):
+    """The rule's list of a per-method family's paths for every method: {method: {cls: path}} flattened."""
+    return paths.flat(family.mapping(slugs, methods=config["methods"]))
+
+
+# A job that may compute on a GPU (classify, attribute_<method>, analyze_<method>) asks for one
+# `gpu` (and resources.gpu) unless its device setting is cpu or, for auto, no GPU is visible here;
+# it then claims its own device (diffxai.gpu). Attribution always asks.
+HAS_GPU = gpu_count() > 0
+
+
+def device_resources(device):
+    return {"gpu": 1, **GPU_RES} if device == "cuda" or (device == "auto" and HAS_GPU) else dict(CPU_RES)
 
 
 def all_outputs():
-    out = ["results/onset.csv", "results/onset_images.csv", "results/onset_seeds.csv", figure("softmax_curves"),
-           "results/report.md"]
+    out = [paths.ONSET, paths.ONSET_IMAGES, paths.ONSET_SEEDS, figure("softmax_curves"), paths.REPORT]
     out += [figure(f"{m}_grid") for m in config["methods"]]
-    out += [figure(f"onset_{s}") for s in SLUGS]
-    out += ["results/summary/onset_by_category.csv"]
-    out += ["results/analysis/phases.csv", "results/analysis/verdicts.csv", "results/analysis/metrics_by_category.csv"]
-    out += [figure(f"analysis_{s}") for s in SLUGS] + [figure(f"masks_{s}") for s in SLUGS]
-    out += [f"results/figures/animation_{s}.gif" for s in SLUGS]
+    out += by_class(paths.ONSET_PNG, SLUGS)
+    out += [paths.summary("onset_by_category.csv")]
+    out += [paths.PHASES, paths.VERDICTS, paths.METRICS_BY_CATEGORY]
+    out += by_class(paths.ANALYSIS_PNG, SLUGS) + by_class(paths.MASKS_PNG, SLUGS)
+    out += by_class(paths.ANIMATION_GIF, SLUGS)
     return out

@@ -9,7 +9,7 @@ for _shard, _members in SHARDS.items():
         name:
             f"fetch_image_{_shard}"
         output:
-            images=[directory(image_folder(s)) for s in _members],
+            images=[directory(p) for p in by_class(paths.IMAGES, _members)],
         params:
             classes=class_params(_members),
             image_dir=located(config["image_dir"]),
@@ -22,7 +22,7 @@ for _shard, _members in SHARDS.items():
             min_images_per_class=config["min_images_per_class"],
             skip_bad_images=config["skip_bad_images"],
         log:
-            f"results/logs/fetch_image/{_shard}.log",
+            paths.log(f"fetch_image/{_shard}"),
         conda:
             ENV
         resources:

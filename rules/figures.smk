@@ -1,21 +1,21 @@
 # Figures of the study (PNG + PDF beside each), wrapped for `snakemake --report`.
 rule figures_curves:
     input:
-        probs=[probs_store(s) for s in SLUGS],
-        onset="results/onset.csv",
-        onset_images="results/onset_images.csv",
+        probs=by_class(paths.PROBS, SLUGS),
+        onset=paths.ONSET,
+        onset_images=paths.ONSET_IMAGES,
     output:
         png=report(
             figure("softmax_curves"),
             caption="../report/softmax_curves.rst",
             category="Softmax along the trajectory",
         ),
-        pdf="results/figures/softmax_curves.pdf",
+        pdf=figure("softmax_curves", "pdf"),
     params:
         classes=class_params(SLUGS),
         threshold=config["onset"]["threshold"],
     log:
-        "results/logs/figures/softmax_curves.log",
+        paths.log("figures/softmax_curves"),
     conda:
         ENV
     resources:
@@ -30,9 +30,9 @@ for _method in config["methods"]:
         name:
             f"figures_grid_{_method}"
         input:
-            noised=[noised_store(s) for s in SLUGS[:8]],
-            attributions=[attribution_store(_method, s) for s in SLUGS[:8]],
-            onset_images="results/onset_images.csv",  # which image represents each class
+            noised=by_class(paths.NOISED, SLUGS[:8]),
+            attributions=by_class(paths.ATTRIBUTIONS, SLUGS[:8], _method),
+            onset_images=paths.ONSET_IMAGES,  # which image represents each class
         output:
             png=report(
                 figure(f"{_method}_grid"),
@@ -40,14 +40,14 @@ for _method in config["methods"]:
                 category="Attribution maps",
                 labels={"method": _method},
             ),
-            pdf=f"results/figures/{_method}_grid.pdf",
+            pdf=figure(f"{_method}_grid", "pdf"),
         params:
             method=_method,
             classes=class_params(SLUGS[:8]),
             grid_steps=config["figures"]["grid_steps"],
             image=config["figures"]["image"],
         log:
-            f"results/logs/figures/{_method}_grid.log",
+            paths.log(f"figures/{_method}_grid"),
         conda:
             ENV
         resources:
@@ -62,28 +62,28 @@ for _shard, _members in SHARDS.items():
         name:
             f"figures_onset_{_shard}"
         input:
-            noised=[noised_store(s) for s in _members],
-            attributions=[attribution_store(m, s) for s in _members for m in config["methods"]],
-            onset="results/onset.csv",
-            onset_images="results/onset_images.csv",
+            noised=by_class(paths.NOISED, _members),
+            attributions=by_method_class(paths.ATTRIBUTIONS, _members),
+            onset=paths.ONSET,
+            onset_images=paths.ONSET_IMAGES,
         output:
             png=[
                 report(
-                    figure(f"onset_{s}"),
+                    p,
                     caption="../report/onset_panels.rst",
                     category="Before, at and after the onset",
                     labels={"class": s},
                 )
-                for s in _members
+                for s, p in paths.ONSET_PNG.mapping(_members).items()
             ],
-            pdf=[f"results/figures/onset_{s}.pdf" for s in _members],
+            pdf=by_class(paths.ONSET_PDF, _members),
         params:
             classes=class_params(_members),
             methods=config["methods"],
             offsets=config["figures"]["onset_offsets"],
             image=config["figures"]["image"],
         log:
-            f"results/logs/figures/onset_{_shard}.log",
+            paths.log(f"figures/onset_{_shard}"),
         conda:
             ENV
         resources:

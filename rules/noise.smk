@@ -5,14 +5,14 @@ for _shard, _members in SHARDS.items():
         name:
             f"noise_{_shard}"
         input:
-            images=[image_folder(s) for s in _members],
+            images=by_class(paths.IMAGES, _members),
         output:
-            stores=[directory(noised_store(s)) for s in _members],
+            noised=[directory(p) for p in by_class(paths.NOISED, _members)],
         params:
             classes=class_params(_members),
             noise=config["noise"],
         log:
-            f"results/logs/noise/{_shard}.log",
+            paths.log(f"noise/{_shard}"),
         conda:
             ENV
         resources:

@@ -1,16 +1,16 @@
 # Likelihood onset: logistic midpoint/onset, steepest rise, threshold crossing, bootstrap CIs.
 rule onset:
     input:
-        probs=[probs_store(s) for s in SLUGS],
+        probs=by_class(paths.PROBS, SLUGS),
     output:
-        per_class="results/onset.csv",
-        per_image="results/onset_images.csv",
-        per_seed="results/onset_seeds.csv",
+        per_class=paths.ONSET,
+        per_image=paths.ONSET_IMAGES,
+        per_seed=paths.ONSET_SEEDS,
     params:
         classes=class_params(SLUGS),
         onset=config["onset"],
     log:
-        "results/logs/onset.log",
+        paths.log("onset"),
     conda:
         ENV
     resources:

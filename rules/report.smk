@@ -1,14 +1,15 @@
 # A Markdown summary (onsets next to the study's, the analysis verdicts) and cross-class aggregates.
 rule report_md:
     input:
-        onset="results/onset.csv",
-        onset_images="results/onset_images.csv",
-        figures=[figure("softmax_curves")] + [figure(f"{m}_grid") for m in config["methods"]]
-        + [figure(f"analysis_{s}") for s in SLUGS],
-        verdicts="results/analysis/verdicts.csv",
-        phases="results/analysis/phases.csv",
+        onset=paths.ONSET,
+        onset_images=paths.ONSET_IMAGES,
+        figures=[figure("softmax_curves")]
+        + [figure(f"{m}_grid") for m in config["methods"]]
+        + by_class(paths.ANALYSIS_PNG, SLUGS),
+        verdicts=paths.VERDICTS,
+        phases=paths.PHASES,
     output:
-        md="results/report.md",
+        md=paths.REPORT,
     params:
         config_summary={
             k: config[k] for k in ("classifier", "images_per_class", "noise", "attribution", "onset", "analysis")
@@ -16,7 +17,7 @@ rule report_md:
         threshold=config["onset"]["threshold"],
         gradient_shap=config["attribution"]["gradient_shap"],
     log:
-        "results/logs/report_md.log",
+        paths.log("report_md"),
     conda:
         ENV
     resources:
@@ -27,20 +28,20 @@ rule report_md:
 
 rule aggregate:
     input:
-        onset="results/onset.csv",
+        onset=paths.ONSET,
     output:
         by_category=report(
-            "results/summary/onset_by_category.csv",
+            paths.summary("onset_by_category.csv"),
             caption="../report/aggregate.rst",
             category="Across classes",
         ),
-        by_category_png="results/summary/onset_by_category.png",
-        by_category_pdf="results/summary/onset_by_category.pdf",
-        histogram="results/summary/onset_histogram.png",
-        histogram_pdf="results/summary/onset_histogram.pdf",
-        extremes="results/summary/onset_extremes.csv",
+        by_category_png=paths.summary("onset_by_category.png"),
+        by_category_pdf=paths.summary("onset_by_category.pdf"),
+        histogram=paths.summary("onset_histogram.png"),
+        histogram_pdf=paths.summary("onset_histogram.pdf"),
+        extremes=paths.summary("onset_extremes.csv"),
     log:
-        "results/logs/aggregate.log",
+        paths.log("aggregate"),
     conda:
         ENV
     resources:

@@ -1,8 +1,8 @@
-# Thin Snakemake script: the work happens in diffxai.pipeline.analysis_summary.
+# Thin Snakemake script: the work happens in diffxai.stages.analyze.analysis_summary.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from diffxai.smk import run
 
-run(snakemake, "analysis_summary")
+run(snakemake, "analyze.analysis_summary")

@@ -1,8 +1,8 @@
-# Thin Snakemake script: the work happens in diffxai.pipeline.analyze_agreement.
+# Thin Snakemake script: the work happens in diffxai.stages.analyze.analyze_agreement.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from diffxai.smk import run
 
-run(snakemake, "analyze_agreement")
+run(snakemake, "analyze.analyze_agreement")

@@ -1,8 +1,8 @@
-# Thin Snakemake script: the work happens in diffxai.pipeline.classify.
+# Thin Snakemake script: the work happens in diffxai.stages.classify.classify.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from diffxai.smk import run
 
-run(snakemake, "classify")
+run(snakemake, "classify.classify")

@@ -1,8 +1,8 @@
-# Thin Snakemake script: the work happens in diffxai.pipeline.fetch_image.
+# Thin Snakemake script: the work happens in diffxai.stages.fetch.fetch_image.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from diffxai.smk import run
 
-run(snakemake, "fetch_image")
+run(snakemake, "fetch.fetch_image")

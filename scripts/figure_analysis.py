@@ -1,8 +1,8 @@
-# Thin Snakemake script: the work happens in diffxai.pipeline.figure_analysis.
+# Thin Snakemake script: the work happens in diffxai.stages.analyze.figure_analysis.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from diffxai.smk import run
 
-run(snakemake, "figure_analysis")
+run(snakemake, "analyze.figure_analysis")

@@ -1,8 +1,8 @@
-# Thin Snakemake script: the work happens in diffxai.pipeline.figure_curves.
+# Thin Snakemake script: the work happens in diffxai.stages.figures.figure_curves.
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(snakemake.scriptdir).parent))
 from diffxai.smk import run
 
-run(snakemake, "figure_curves")
+run(snakemake, "figures.figure_curves")

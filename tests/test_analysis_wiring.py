@@ -8,12 +8,12 @@ import yaml
 from captum.attr import GradientShap, IntegratedGradients
 from torch import nn
 
-from diffxai import pipeline
 from diffxai.analysis import randomization as RA
 from diffxai.analysis import stage as ST
 from diffxai.analysis import verdicts as V
 from diffxai.attribution import EngineOptions, method_spec
 from diffxai.config import validate_config
+from diffxai.stages.report import render_report, verdict_context
 
 from conftest import REPO
 
@@ -113,6 +113,13 @@ def test_a_nested_command_line_analysis_setting_is_typed():
     assert cfg["analysis"]["subset"]["steps"] == [0, 99] and cfg["analysis"]["verdicts"]["proper_window"] == [30, 70]
 
 
+def _verdicts_md(vd, gradient_shap) -> str:
+    """The report's verdict part (rendered with empty onset tables)."""
+    md = render_report(pd.DataFrame(), pd.DataFrame(), [], vd, {}, 0.5, gradient_shap)
+    assert verdict_context(vd, gradient_shap)["methods"][-1] == "combined"
+    return md[md.index("## Verdicts"):]
+
+
 def test_verdict_section_has_every_claim_rule_and_the_gradient_shap_note():
     vs = [V.outline_first(pd.DataFrame({"metric": []}), "n02129604"),
           V.proper_classification({"threshold_cross": 50, "threshold_cross_lo": 45, "threshold_cross_hi": 55},
@@ -121,7 +128,7 @@ def test_verdict_section_has_every_claim_rule_and_the_gradient_shap_note():
     vd = pd.concat([V.verdict_frame(vs).assign(xai_method=m) for m in ("integrated_gradients", "occlusion")])
     comb = V.combine_methods(vd).assign(xai_method="combined", evidence="")
     vd = pd.concat([vd, comb]).assign(cls="tiger")
-    md = pipeline.verdict_section(vd, pd.DataFrame(), {"n_samples": 20, "stdevs": 0.0, "baselines": "zero"})
+    md = _verdicts_md(vd, {"n_samples": 20, "stdevs": 0.0, "baselines": "zero"})
     for claim in ("outline first, details later", "stripes then face", "proper classification from 40-60"):
         assert f"### {claim}" in md
     assert "| tiger | – | supported | supported | **supported** |" in md      # 45-55 lies in 40-60
@@ -131,8 +138,7 @@ def test_verdict_section_has_every_claim_rule_and_the_gradient_shap_note():
     vd2 = vd.copy()
     vd2.loc[(vd2["xai_method"] == "occlusion") & (vd2["claim"].str.startswith("proper")), "verdict"] = V.NOT_SUPPORTED
     comb2 = V.combine_methods(vd2[vd2["xai_method"] != "combined"]).assign(xai_method="combined", evidence="")
-    md2 = pipeline.verdict_section(pd.concat([vd2[vd2["xai_method"] != "combined"], comb2]).assign(cls="tiger"),
-                                   pd.DataFrame(), {})
+    md2 = _verdicts_md(pd.concat([vd2[vd2["xai_method"] != "combined"], comb2]).assign(cls="tiger"), {})
     assert "| tiger | – | supported | not supported | **undecided (methods disagree)** |" in md2
     assert md.count("Rule: ") >= 3 and "Monte-Carlo estimate" in md and "paper config" in md
     assert "config/gradient_shap_noise.yaml" in md

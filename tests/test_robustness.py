@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from diffxai import pipeline
+from diffxai.stages.classify import classify
+from diffxai.stages.noise import noise
 from diffxai.store import open_store
 
 from conftest import REPO, SHARED, needs_samples, sample_path, snakemake
@@ -69,9 +70,9 @@ def test_same_config_and_seeds_give_bitwise_identical_tensors_and_probabilities(
     (folder / "manifest.json").write_text(json.dumps({"images": [
         {"image": 0, "file": "tiger.jpg", "sha256_png": "0" * 64}]}))
     for run in ("a", "b"):
-        pipeline.noise([str(folder)], [str(tmp_path / run / "n.zarr")], [TIGER], NOISE)
-        pipeline.classify([str(tmp_path / run / "n.zarr")], [str(tmp_path / run / "p.zarr")], [TIGER],
-                          "efficientnet_lite0", 32, "cpu")
+        noise({"tiger": str(folder)}, {"tiger": str(tmp_path / run / "n.zarr")}, [TIGER], NOISE)
+        classify({"tiger": str(tmp_path / run / "n.zarr")}, {"tiger": str(tmp_path / run / "p.zarr")}, [TIGER],
+                 "efficientnet_lite0", 32, "cpu")
     a, b = open_store(tmp_path / "a" / "n.zarr"), open_store(tmp_path / "b" / "n.zarr")
     assert a["x"].values.tobytes() == b["x"].values.tobytes()
     assert a.attrs["seeds"] == [0, 1] == b.attrs["seeds"]

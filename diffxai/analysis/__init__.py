@@ -15,7 +15,7 @@ One concern per module; every function takes numpy/torch arrays with arbitrary l
 - :mod:`.verdicts`      rules that turn the table into supported / not supported / undecided
 - :mod:`.stage`         the per-class stage on the stores of docs/DESIGN.md: per method, agreement, combine
 
-Snakemake stays out of this package: the workflow's stage functions (:mod:`diffxai.pipeline`) call
+Snakemake stays out of this package: the workflow's stage functions (:mod:`diffxai.stages.analyze`) call
 :func:`.stage.analyze_method`, :func:`.stage.analyze_agreement` and :func:`.stage.combine`, the
 composition that :func:`.stage.analyze_class` is for tests and notebooks.
 """
