@@ -56,13 +56,16 @@ def record_gs_draws(rec: dict):
         torch.normal, np.random.choice, np.random.uniform = real
 
 
-def captum_maps(model, x, t, spec: MethodSpec, dev) -> tuple[np.ndarray, list | None]:
-    """One Captum call per map, as a user would write it. Returns maps and (GS) Captum's draws."""
+def captum_maps(model, x, t, spec: MethodSpec, dev, dtype=torch.float32,
+                perturbations_per_eval: int = 1) -> tuple[np.ndarray, list | None]:
+    """One Captum call per map, as a user would write it. Returns maps and (GS) Captum's draws.
+    ``dtype``: of the inputs (the model must match; float64 maps stay float64);
+    ``perturbations_per_eval``: Occlusion's windows per forward (Captum's default 1)."""
     from captum.attr import GradientShap, IntegratedGradients, Occlusion
 
     maps, draws = [], []
     for i in range(len(x)):
-        xi = x[i:i + 1].to(dev)
+        xi = x[i:i + 1].to(dev, dtype)
         ti = int(t[i])
         if spec.name == "integrated_gradients":
             a = IntegratedGradients(model, multiply_by_inputs=spec.multiply_by_inputs).attribute(
@@ -77,6 +80,8 @@ def captum_maps(model, x, t, spec: MethodSpec, dev) -> tuple[np.ndarray, list | 
                           "alpha": rec["alpha"]})
         else:
             a = Occlusion(model).attribute(xi, sliding_window_shapes=tuple(spec.window), strides=tuple(spec.stride),
-                                           baselines=spec.baseline, target=ti)
-        maps.append(a.detach().sum(1)[0].float().cpu().numpy())
+                                           baselines=spec.baseline, target=ti,
+                                           perturbations_per_eval=perturbations_per_eval)
+        a = a.detach().sum(1)[0]
+        maps.append((a if dtype == torch.float64 else a.float()).cpu().numpy())
     return np.stack(maps), (draws if spec.name == "gradient_shap" else None)
