@@ -126,12 +126,16 @@ class EngineOptions:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **values) -> "EngineOptions":
         """Options with ``values``, where the environment may override the compiled path:
-        ``DIFFXAI_COMPILE_MODE`` ("default" or "" = inductor's default mode) and
-        ``DIFFXAI_COMPILE_CHANNELS_LAST`` ("0"/"false"/"" = NCHW). Read when called, never at import."""
+        ``DIFFXAI_COMPILE_MODE`` ("default" or "" = inductor's default mode),
+        ``DIFFXAI_COMPILE_CHANNELS_LAST`` ("0"/"false"/"" = NCHW), ``DIFFXAI_COMPILE_CACHE_DIR`` (a
+        persistent compile cache folder). Read when called, never at import."""
         env = os.environ if environ is None else environ
         mode = env.get("DIFFXAI_COMPILE_MODE")
         if mode is not None and "compile_mode" not in values:
             values["compile_mode"] = None if mode in ("", "default") else mode
+        cache = env.get("DIFFXAI_COMPILE_CACHE_DIR")
+        if cache and "compile_cache_dir" not in values:
+            values["compile_cache_dir"] = cache
         cl = env.get("DIFFXAI_COMPILE_CHANNELS_LAST")
         if cl is not None and "compile_channels_last" not in values:
             values["compile_channels_last"] = cl not in ("0", "false", "False", "")
