@@ -27,8 +27,8 @@ import torch
 from torch import nn
 
 from ..errors import DiffxaiError
-from .expansions import _MapState, cat_contribs, make_expansion
 from .compile_cache import use_compile_cache
+from .expansions import _MapState, cat_contribs, make_expansion
 from .incremental import cached_plan
 from .methods import MethodSpec
 from .options import EngineOptions, RunStats, uses_cudagraphs
