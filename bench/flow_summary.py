@@ -2,6 +2,7 @@
 
     python bench/flow_summary.py env --site DIR          # versions, where each package came from
     python bench/flow_summary.py run WORKDIR --name paper --wall 61.2 --exit-code 0 --json OUT.json
+    python bench/flow_summary.py extra acc.json --name accuracy --wall 80 --exit-code 0 --json OUT.json
     python bench/flow_summary.py finish --json OUT.json --install-seconds 12 --total-seconds 300
 """
 from __future__ import annotations
@@ -107,6 +108,12 @@ def main(argv=None) -> int:
     r.add_argument("--wall", type=float, required=True)
     r.add_argument("--exit-code", type=int, required=True)
     r.add_argument("--json", type=Path, required=True)
+    x = sub.add_parser("extra")
+    x.add_argument("file", type=Path)
+    x.add_argument("--name", required=True)
+    x.add_argument("--wall", type=float, required=True)
+    x.add_argument("--exit-code", type=int, required=True)
+    x.add_argument("--json", type=Path, required=True)
     f = sub.add_parser("finish")
     f.add_argument("--json", type=Path, required=True)
     f.add_argument("--install-seconds", type=float, required=True)
@@ -120,6 +127,9 @@ def main(argv=None) -> int:
     summary = _load(a.json)
     if a.cmd == "run":
         summary["runs"].append(run_summary(a.workdir, a.name, a.wall, a.exit_code))
+    elif a.cmd == "extra":  # a measurement script's own JSON (bench/accuracy_speed.py), under its name
+        summary[a.name] = {"wall_seconds": a.wall, "exit_code": a.exit_code,
+                           "result": json.loads(a.file.read_text()) if a.file.exists() else None}
     else:
         import os
 

@@ -3,14 +3,18 @@
 # (bench/wheelhouse.py) beside the image's torch, runs Snakemake end to end and writes back the
 # per-rule benchmarks, the Snakemake logs, onset.csv, the figures and a JSON summary.
 #
-#   bench/gpu_flow.sh                 # GPU: config/paper.yaml, then a 50-class shard of imagenet1k
+#   bench/gpu_flow.sh                 # GPU: accuracy, then config/paper.yaml compiled, cold and warm cache
 #   bench/gpu_flow.sh --flow-test     # CPU: the same path on a tiny config (tests/data/flow.yaml)
 #
 # Options: --wheelhouse DIR (default .whl; empty/missing: use the current environment as is),
 #          --images DIR (default .devdata/images, else ../shared/data/imagenet-samples),
-#          --runs "paper shard50 paper_compiled" (which runs, in order; a run that finds no
+#          --runs "accuracy paper_cold paper_warm" (which runs, in order; a run that finds no
 #          time left is skipped; paper_quick: the study's settings on 2 classes x 20 steps, a
-#          short check of the whole path, analysis included), --budget SECONDS (the whole script's wall limit;
+#          short check of the whole path, analysis included; paper, shard50, paper_compiled: as
+#          before; paper_cold / paper_warm: paper.yaml compiled with a persistent compile cache
+#          that starts empty / holds paper_cold's graphs; accuracy: bench/accuracy_speed.py, the
+#          Occlusion tail variants' maps/s and every method's error vs float64, at most
+#          ACCURACY_LIMIT seconds, default 200), --budget SECONDS (the whole script's wall limit;
 #          each run gets what is left, minus a reserve for packing; default 540).
 # Carried to the device (both git-ignored): .whl/ and .devdata/images/ (bench/prepare_device.sh).
 # Output in $OUT (default ./flow-out): summary.json, env.txt, <run>.tar.gz (results of each run
@@ -21,12 +25,13 @@ OUT="${OUT:-$PWD/flow-out}"
 PY="${PYTHON:-python3}"
 WHEELHOUSE="$REPO/.whl"
 IMAGES=""
-RUNS="paper shard50 paper_compiled"
+RUNS="accuracy paper_cold paper_warm"
+ACCURACY_LIMIT="${ACCURACY_LIMIT:-200}"
 BUDGET=540
 FLOW_TEST=0
 while [ $# -gt 0 ]; do
   case "$1" in
-    --flow-test) FLOW_TEST=1; RUNS="flow"; shift ;;
+    --flow-test) FLOW_TEST=1; RUNS="flow accuracy_quick"; shift ;;
     --wheelhouse) WHEELHOUSE="$2"; shift 2 ;;
     --images) IMAGES="$2"; shift 2 ;;
     --runs) RUNS="$2"; shift 2 ;;
@@ -76,17 +81,40 @@ config_for() {  # sets ARGS, the run's Snakemake config arguments
                    "classes=[$(seq -s, 0 49)]" shard_size=50) ;;
     paper_compiled) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES"
                           "attribution={compile: true}") ;;
+    paper_cold|paper_warm) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES"
+                                 "attribution={compile: true}") ;;
     paper_quick) ARGS=(--configfile "$REPO/config/paper.yaml" --config "image_dir=$IMAGES"
                        "classes=[n02129604, n02123394]" "noise={steps: 20}") ;;
     flow) ARGS=(--configfile "$REPO/tests/data/flow.yaml" --config "image_dir=$IMAGES") ;;
+    accuracy|accuracy_quick) ARGS=() ;;
     *) echo "gpu_flow.sh: unknown run $1" >&2; return 1 ;;
   esac
 }
 RC=0
+# one compile cache for paper_cold (empty at its start) and paper_warm (paper_cold's graphs)
+FLOW_CACHE="$WORK/inductor-cache"
+accuracy_run() {  # $1: run name, $2: time limit; bench/accuracy_speed.py into the summary
+  local extra=()
+  [ "$1" = accuracy_quick ] && extra=(--quick --device cpu --methods integrated_gradients --variants folded --maps 1 --error-maps 1)
+  echo "== $1 (limit ${2}s): bench/accuracy_speed.py ${extra[*]}"
+  local t0; t0=$(now)
+  timeout --signal=INT --kill-after=20 "$2" "$PY" "$REPO/bench/accuracy_speed.py" --out "$OUT/$1.json" \
+    --compile-cache "$WORK/accuracy-cache" --images "$IMAGES" "${extra[@]}" > "$OUT/$1.log" 2>&1
+  local rc=$?
+  echo "   exit $rc after $(since "$t0")s"; tail -3 "$OUT/$1.log"
+  [ $rc -ne 0 ] && RC=$rc
+  "$PY" "$REPO/bench/flow_summary.py" extra "$OUT/$1.json" --name "$1" --wall "$(since "$t0")" --exit-code "$rc" \
+    --json "$OUT/summary.json" || RC=4
+}
 for run in $RUNS; do
   config_for "$run" || exit 2
   left=$(( BUDGET - ($(date +%s) - T_START) - 30 ))
   if [ "$left" -lt 30 ]; then echo "gpu_flow.sh: no time left for $run" | tee -a "$OUT/env.txt"; continue; fi
+  case "$run" in
+    accuracy*) accuracy_run "$run" "$(( left < ACCURACY_LIMIT ? left : ACCURACY_LIMIT ))"; continue ;;
+    paper_cold|paper_warm) export DIFFXAI_COMPILE_CACHE_DIR="$FLOW_CACHE" ;;
+    *) unset DIFFXAI_COMPILE_CACHE_DIR ;;
+  esac
   dir="$WORK/$run"; mkdir -p "$dir"
   echo "== $run (limit ${left}s): snakemake ${ARGS[*]}"
   t0=$(now)

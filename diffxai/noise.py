@@ -1,7 +1,14 @@
-"""The DDPM forward process along the study's axis (step k: 0 = noisiest ... T-1 = cleanest)."""
+"""The DDPM forward process along the study's axis (step k: 0 = noisiest ... T-1 = cleanest).
+
+The beta schedules and ``add_noise`` are diffusers' DDPMScheduler's, reproduced here with the same
+float32 operations in the same order (tests/test_noise_schedule.py checks them bitwise against
+diffusers where it is installed): a noise job never imports diffusers.
+"""
 from __future__ import annotations
 
 import json
+import math
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -11,25 +18,69 @@ from .errors import DiffxaiError
 BETA_SCHEDULES = ("linear", "scaled_linear", "squaredcos_cap_v2", "sigmoid")
 
 
-def make_scheduler(num_train_timesteps=100, beta_schedule="linear", beta_start=1e-4, beta_end=0.02):
-    from diffusers import DDPMScheduler
+def _betas_cosine(T: int, max_beta: float = 0.999) -> torch.Tensor:
+    """diffusers' betas_for_alpha_bar (the Glide cosine schedule), in Python floats as there."""
+    def ab(t):
+        return math.cos((t + 0.008) / 1.008 * math.pi / 2) ** 2
 
+    return torch.tensor([min(1 - ab((i + 1) / T) / ab(i / T), max_beta) for i in range(T)], dtype=torch.float32)
+
+
+def _betas(T: int, beta_schedule: str, beta_start: float, beta_end: float) -> torch.Tensor:
+    if beta_schedule == "linear":
+        return torch.linspace(beta_start, beta_end, T, dtype=torch.float32)
+    if beta_schedule == "scaled_linear":
+        return torch.linspace(beta_start ** 0.5, beta_end ** 0.5, T, dtype=torch.float32) ** 2
+    if beta_schedule == "squaredcos_cap_v2":
+        return _betas_cosine(T)
+    return torch.sigmoid(torch.linspace(-6, 6, T)) * (beta_end - beta_start) + beta_start  # sigmoid
+
+
+@dataclass(frozen=True, eq=False)
+class Schedule:
+    """A DDPM noise schedule: ``alphas_cumprod`` (float32, per DDPM t), ``config`` (its four
+    settings) and :meth:`add_noise`, as diffusers' DDPMScheduler has them."""
+
+    alphas_cumprod: torch.Tensor
+    config: dict
+
+    def add_noise(self, x0: torch.Tensor, eps: torch.Tensor, ts: torch.Tensor) -> torch.Tensor:
+        """sqrt(ab_t) x0 + sqrt(1 - ab_t) eps, the same float32 operations as diffusers' add_noise."""
+        ac = self.alphas_cumprod.to(device=x0.device, dtype=x0.dtype)
+        ts = ts.to(x0.device)
+        shape = (-1,) + (1,) * (x0.ndim - 1)
+        a = (ac[ts] ** 0.5).flatten().view(shape)
+        s = ((1 - ac[ts]) ** 0.5).flatten().view(shape)
+        return a * x0 + s * eps
+
+
+def make_scheduler(num_train_timesteps=100, beta_schedule="linear", beta_start=1e-4, beta_end=0.02) -> Schedule:
+    """The :class:`Schedule` of diffusers' ``DDPMScheduler`` with these settings (without diffusers)."""
     if int(num_train_timesteps) < 2:
         raise DiffxaiError(f"noise.num_train_timesteps must be >= 2, got {num_train_timesteps}")
     if beta_schedule not in BETA_SCHEDULES:
         raise DiffxaiError(f"noise.beta_schedule {beta_schedule!r} is not one of {', '.join(BETA_SCHEDULES)}")
-    return DDPMScheduler(num_train_timesteps=int(num_train_timesteps), beta_schedule=beta_schedule,
-                         beta_start=float(beta_start), beta_end=float(beta_end))
+    T, b0, b1 = int(num_train_timesteps), float(beta_start), float(beta_end)
+    betas = _betas(T, beta_schedule, b0, b1)
+    return Schedule(torch.cumprod(1.0 - betas, dim=0),
+                    {"num_train_timesteps": T, "beta_schedule": beta_schedule, "beta_start": b0, "beta_end": b1})
+
+
+def schedule_from(schedule) -> Schedule:
+    """A Schedule from a Schedule (or a diffusers scheduler), its settings dict, or the noise
+    store's ``schedule`` attribute (JSON of that dict)."""
+    if hasattr(schedule, "add_noise"):
+        return schedule
+    if isinstance(schedule, str):
+        schedule = json.loads(schedule)
+    if not isinstance(schedule, dict):
+        raise DiffxaiError(f"a noise schedule must be a Schedule, a dict or its JSON, got {type(schedule).__name__}")
+    keys = ("num_train_timesteps", "beta_schedule", "beta_start", "beta_end")
+    return make_scheduler(**{k: schedule[k] for k in keys if k in schedule})
 
 
 def alphas_cumprod(num_train_timesteps=100, beta_schedule="linear", beta_start=1e-4, beta_end=0.02) -> torch.Tensor:
-    """The scheduler's alpha-bar per DDPM t (float32, as ``make_scheduler(...).alphas_cumprod``).
-    The linear schedule is computed here with diffusers' own formula (the benchmark's GPU image has
-    no diffusers; tests/test_noise_schedule.py checks it is bitwise the scheduler's); the others
-    come from the scheduler."""
-    if beta_schedule == "linear" and int(num_train_timesteps) >= 2:
-        betas = torch.linspace(float(beta_start), float(beta_end), int(num_train_timesteps), dtype=torch.float32)
-        return torch.cumprod(1.0 - betas, dim=0)
+    """The scheduler's alpha-bar per DDPM t (float32, as ``make_scheduler(...).alphas_cumprod``)."""
     return make_scheduler(num_train_timesteps, beta_schedule, beta_start, beta_end).alphas_cumprod
 
 
@@ -101,9 +152,34 @@ def schedule_coords(alphas_cumprod: np.ndarray, ks: np.ndarray) -> dict:
     }
 
 
+def regenerate_x(x0: torch.Tensor, seed: int, schedule, steps, mode: str = "shared", image: int = 0,
+                 device: str | torch.device | None = None) -> torch.Tensor:
+    """x_t (K, C, H, W) float32 on the CPU of image ``image`` (its index in its class), seed
+    ``seed`` at study steps ``steps``: bitwise the noise store's ``x[image, seed]`` for those steps.
+
+    ``schedule``: a :class:`Schedule`, its settings or the store's ``schedule`` attribute. The
+    noise is drawn on the CPU (torch's CPU generator; a CUDA generator draws other numbers); with
+    ``device`` the arithmetic runs there, the same float32 operations (the GPU benchmark checks
+    that it stays bitwise).
+    """
+    if mode not in ("shared", "independent"):
+        raise DiffxaiError(f"noise.mode {mode!r} is not 'shared' or 'independent'")
+    sched = schedule_from(schedule)
+    ks = np.asarray(steps, dtype=np.int64)
+    T = len(sched.alphas_cumprod)
+    ts = torch.as_tensor(T - 1 - ks, dtype=torch.long)
+    if mode == "shared":
+        eps = draw_eps(seed, x0.shape, image=image).expand(len(ks), *x0.shape)
+    else:
+        eps = torch.stack([draw_eps(seed, x0.shape, int(t), image=image) for t in ts])
+    dev = torch.device("cpu") if device is None else torch.device(device)
+    xt = sched.add_noise(x0.to(dev).expand(len(ks), *x0.shape), eps.to(dev), ts)
+    return xt.cpu()
+
+
 def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared",
-                     image: int = 0) -> xr.Dataset:
-    """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps for every (seed, k), via diffusers' ``add_noise``.
+                     image: int = 0, device: str | torch.device | None = None) -> "xr.Dataset":
+    """x_t = sqrt(ab_t) x0 + sqrt(1 - ab_t) eps for every (seed, k) (:func:`regenerate_x`).
 
     ``image``: the image's index in its class; it selects the noise draws (see :func:`draw_eps`).
     """
@@ -111,18 +187,12 @@ def noise_trajectory(x0: torch.Tensor, scheduler, ks, seeds, mode: str = "shared
 
     if mode not in ("shared", "independent"):
         raise DiffxaiError(f"noise.mode {mode!r} is not 'shared' or 'independent'")
+    scheduler = schedule_from(scheduler)
     ks = np.asarray(ks, dtype=np.int64)
-    ac = scheduler.alphas_cumprod.double().numpy()
-    T = len(ac)
-    ts = torch.as_tensor(T - 1 - ks, dtype=torch.long)
+    ac = scheduler.alphas_cumprod.double().cpu().numpy()
     out = np.empty((len(seeds), len(ks)) + tuple(x0.shape), dtype=np.float32)
     for i, s in enumerate(seeds):
-        if mode == "shared":
-            eps = draw_eps(s, x0.shape, image=image).expand(len(ks), *x0.shape)
-        else:
-            eps = torch.stack([draw_eps(s, x0.shape, int(t), image=image) for t in ts])
-        xt = scheduler.add_noise(x0.expand(len(ks), *x0.shape), eps, ts)
-        out[i] = xt.numpy()
+        out[i] = regenerate_x(x0, s, scheduler, ks, mode, image, device).numpy()
     c, h, w = x0.shape
     coords = schedule_coords(ac, ks)
     coords.update(seed=("seed", np.asarray(seeds, dtype=np.int64)),

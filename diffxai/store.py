@@ -143,11 +143,14 @@ class StreamingStore:
 
     ``skeleton`` holds the coordinates and attrs (and any small variables); ``name`` is created
     with ``shape``/``chunks``/``dims``, filled with NaN until written. Use as a context manager: on
-    success the store is renamed into place; on error the temporary is removed.
+    success the store is renamed into place; on error the temporary is removed. ``compressors``:
+    "auto" (Zarr's default, zstd) or None (raw chunks: for incompressible data such as noise).
     """
 
-    def __init__(self, final, skeleton: xr.Dataset, name: str, dims, shape, chunks, dtype="float32"):
+    def __init__(self, final, skeleton: xr.Dataset, name: str, dims, shape, chunks, dtype="float32",
+                 compressors="auto"):
         self.final = Path(final)
+        self.compressors = compressors
         self.skeleton, self.name = skeleton, name
         self.dims, self.shape, self.chunks, self.dtype = list(dims), tuple(shape), tuple(chunks), dtype
         self._ctx = None
@@ -162,7 +165,7 @@ class StreamingStore:
             self.group = zarr.open_group(self.tmp, mode="r+")
             self.array = self.group.create_array(
                 self.name, shape=self.shape, chunks=self.chunks, dtype=self.dtype,
-                fill_value=np.nan, dimension_names=self.dims)
+                fill_value=np.nan, dimension_names=self.dims, compressors=self.compressors)
         except BaseException as exc:
             _remove(self.tmp)
             full = _no_space(exc, self.final)

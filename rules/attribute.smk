@@ -23,6 +23,8 @@ for _method in config["methods"]:
                 precision=config["attribution"]["precision"],
                 batch_size=config["attribution"]["batch_size"],
                 compile=config["attribution"]["compile"],
+                check_error=config["attribution"]["check_error"],
+                occlusion_tail=config["attribution"]["occlusion_tail"],
             log:
                 paths.log(f"attribute_{_method}/{_shard}"),
             benchmark:

@@ -75,6 +75,10 @@ def test_flow_runs_offline_from_the_wheelhouse(wheelhouse, tmp_path):
         assert run["stage_seconds"][stage] > 0, stage
     assert "tiger" in run["onset_csv"]
     assert {s["device"] for s in run["attribution_stores"]} == {"cpu"}
+    acc = summary["accuracy_quick"]  # bench/accuracy_speed.py --quick: the GPU run's measurement path
+    assert acc["exit_code"] == 0, (out / "accuracy_quick.log").read_text()[-2000:]
+    assert acc["result"]["errors"]["integrated_gradients"]["engine"]["rel_l2"] < 1e-3
+    assert acc["result"]["occlusion_tails"]["folded"]["error_vs_float64"]["rel_l2"] < 1e-4
     with tarfile.open(out / "flow.tar.gz") as tar:
         names = tar.getnames()
     assert "results/onset.csv" in names and "results/figures/softmax_curves.png" in names

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from diffxai.errors import DiffxaiError
-from diffxai.noise import (draw_eps, image_to_x0, make_scheduler, noise_trajectory, seed_values,
+from diffxai.noise import (draw_eps, image_to_x0, make_scheduler, noise_trajectory, regenerate_x, seed_values,
                            select_steps)
 
 from conftest import load_sample, needs_samples
@@ -26,7 +26,7 @@ def test_x0_is_in_ddpm_space():
     assert torch.allclose(x.flatten(), torch.tensor([-1.0, 128 / 127.5 - 1, 1.0]), atol=1e-6)
 
 
-def test_closed_form_and_diffusers(x0):
+def test_closed_form_and_add_noise(x0):
     sched = make_scheduler(100, "linear", 1e-4, 0.02)
     ks = select_steps(100, steps=10)
     ds = noise_trajectory(x0, sched, ks, [3, 4])
@@ -36,9 +36,9 @@ def test_closed_form_and_diffusers(x0):
         for j, k in enumerate(ks):
             t = 99 - k
             want = np.sqrt(ab64[t]) * x0.double().numpy() + np.sqrt(1 - ab64[t]) * eps
-            np.testing.assert_allclose(ds["x"].values[i, j], want, atol=1e-5)  # diffusers: fp32 cumprod
-            via_diffusers = sched.add_noise(x0[None], torch.from_numpy(eps).float()[None], torch.tensor([t]))
-            np.testing.assert_array_equal(ds["x"].values[i, j], via_diffusers[0].numpy())
+            np.testing.assert_allclose(ds["x"].values[i, j], want, atol=1e-5)  # the schedule: fp32 cumprod
+            via_add_noise = sched.add_noise(x0[None], torch.from_numpy(eps).float()[None], torch.tensor([t]))
+            np.testing.assert_array_equal(ds["x"].values[i, j], via_add_noise[0].numpy())
 
 
 def test_axis_coordinates_and_dims(x0):
@@ -102,3 +102,26 @@ def test_bad_seeds_and_schedule():
             seed_values(n)
     with pytest.raises(DiffxaiError, match="beta_schedule"):
         make_scheduler(100, "cosine")
+
+
+@pytest.mark.parametrize("mode", ["shared", "independent"])
+def test_regenerated_x_is_bitwise_the_stored_tensor(tmp_path, mode):
+    """x_t recomputed from (x0, seed, schedule) equals what the noise stage wrote, byte for byte, so
+    a later stage may regenerate it instead of reading the store."""
+    from PIL import Image
+
+    from diffxai import pipeline
+    from diffxai.store import open_store
+
+    from test_stages import NOISE, TIGER, _folder
+
+    folder = _folder(tmp_path)
+    pipeline.noise([str(folder)], [str(tmp_path / "n.zarr")], [TIGER], {**NOISE, "mode": mode})
+    ds = open_store(tmp_path / "n.zarr")
+    assert ds["x"].encoding.get("compressors") in ((), None), "noise is stored uncompressed"
+    for i in range(ds.sizes["image"]):
+        x0 = image_to_x0(np.asarray(Image.open(folder / f"{i:03d}.png")))
+        assert torch.equal(x0, torch.from_numpy(ds["x0"].values[i]))
+        for j, s in enumerate(ds["seed"].values):
+            x = regenerate_x(x0, int(s), ds.attrs["schedule"], ds["step"].values, mode, image=i)
+            assert x.dtype == torch.float32 and x.numpy().tobytes() == ds["x"].values[i, j].tobytes()

@@ -111,6 +111,20 @@ class IncrementalOcclusion(nn.Module):
                                 ("start", c.inp.starts), ("ostart", c.out.starts)):
                     self.register_buffer(f"{name}{j}{ax}", torch.tensor(v, device=dev), persistent=False)
         self._caches: dict[str, torch.Tensor] = {}
+        self.tail = None  # set by use_tail
+
+    def use_tail(self, kind: str) -> None:
+        """Run blocks cut+1.. and the head as the model does ("model"), or BN-folded with fused
+        epilogues (:mod:`.fused_tail`): "folded" (its PyTorch reference), "fused" (the Triton
+        3xTF32 kernel on CUDA; the PyTorch reference elsewhere)."""
+        if kind == "model":
+            self.tail = None
+            return
+        from .fused_tail import FusedTail
+
+        dev = next(self.model.parameters()).device
+        pw = "triton" if kind == "fused" and dev.type == "cuda" else "torch"
+        self.tail = FusedTail(self.model, first=self.cut + 1, pointwise=pw)
 
     # ---------------------------------------------------------------- clean caches
     def _store(self, name, slot, t, pads):
@@ -215,6 +229,8 @@ class IncrementalOcclusion(nn.Module):
         full = self._caches["cut"][slots]  # (B, C, H + pads, W + pads), a copy
         full = self._put(full, a, getattr(self, f"ostart{j}y")[qy] + ylo, getattr(self, f"ostart{j}x")[qx] + xlo)
         x = full[:, :, ylo:ylo + ay.n, xlo:xlo + ax.n].contiguous(memory_format=self.fmt)
+        if self.tail is not None:  # BN folded, epilogues fused (opt-in: EngineOptions.occlusion_tail)
+            return self.tail(x)
         for blk in m._blocks[self.cut + 1:]:
             x = blk(x)
         x = nn.functional.relu6(m._bn1(m._conv_head(x)))
@@ -267,15 +283,18 @@ _plans: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary
 
 def cached_plan(model: nn.Module, shape, window, stride, baseline: float, n_slots: int, *,
                 channels_last: bool = False, max_cut: int | None = None, compile: bool = False,
-                compile_mode: str | None = None):
+                compile_mode: str | None = None, tail: str = "model"):
     """(plan, module to run) for these settings, built once per setting and model (so a compiled
-    module is never recompiled), or (None, None) where :func:`plan_for` refuses."""
+    module is never recompiled), or (None, None) where :func:`plan_for` refuses. ``tail``: see
+    :meth:`IncrementalOcclusion.use_tail`."""
     key = (tuple(shape), tuple(window), tuple(stride), baseline, n_slots, bool(compile), compile_mode,
-           channels_last, max_cut)
+           channels_last, max_cut, tail)
     cache = _plans.setdefault(model, {})
     if key not in cache:
         plan = plan_for(model, shape, window, stride, baseline, n_slots=n_slots, channels_last=channels_last,
                         max_cut=max_cut)
+        if plan is not None:
+            plan.use_tail(tail)
         run = plan if plan is None or not compile else torch.compile(plan, mode=compile_mode, dynamic=False)
         cache[key] = (plan, run)
     return cache[key]

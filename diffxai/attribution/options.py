@@ -84,6 +84,16 @@ class EngineOptions:
     #: channels_last for the incremental Occlusion module on CUDA: 4.7x slower on an H200 (6.6 vs
     #: 31.1 maps/s, run c), off
     incremental_channels_last: bool = False
+    #: the incremental Occlusion module's tail (blocks after the cut and the head): "model" (the
+    #: model's own modules), "folded" (BN folded, ReLU6/residual fused into each pointwise step:
+    #: diffxai.attribution.fused_tail's PyTorch reference) or "fused" (the same with the Triton
+    #: 3xTF32 GEMM on CUDA; the reference elsewhere). Opt-in until timed on a GPU; its error vs
+    #: float64 is recorded like every variant's (diffxai.attribution.accuracy).
+    occlusion_tail: str = "model"
+    #: a persistent torch.compile cache (inductor's FX graph and kernel caches) in this folder, so
+    #: that a second job compiles from the cache; None: inductor's default (a per-user temporary
+    #: folder, FX graph cache as configured). Applies to every compiled module of the call.
+    compile_cache_dir: str | None = None
     #: hand finished maps to the host one batch late (on CUDA through pinned memory), so that the
     #: GPU already runs the next batch while the host checks and stores them (no queue drain per
     #: batch). H200, compiled: IG 98.2 vs 95.3, GradientSHAP 226.6 vs 220.6 maps/s (run e). On the
@@ -100,6 +110,8 @@ class EngineOptions:
             raise DiffxaiError(f"precision must be 'fp32' or 'bf16', got {self.precision!r}")
         if self.output not in ("logit", "softmax"):
             raise DiffxaiError(f"output must be 'logit' or 'softmax', got {self.output!r}")
+        if self.occlusion_tail not in ("model", "folded", "fused"):
+            raise DiffxaiError(f"occlusion_tail must be 'model', 'folded' or 'fused', got {self.occlusion_tail!r}")
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise DiffxaiError(f"batch_size must be >= 1, got {self.batch_size}")
 
@@ -114,12 +126,16 @@ class EngineOptions:
     @classmethod
     def from_environ(cls, environ: Mapping[str, str] | None = None, **values) -> "EngineOptions":
         """Options with ``values``, where the environment may override the compiled path:
-        ``DIFFXAI_COMPILE_MODE`` ("default" or "" = inductor's default mode) and
-        ``DIFFXAI_COMPILE_CHANNELS_LAST`` ("0"/"false"/"" = NCHW). Read when called, never at import."""
+        ``DIFFXAI_COMPILE_MODE`` ("default" or "" = inductor's default mode),
+        ``DIFFXAI_COMPILE_CHANNELS_LAST`` ("0"/"false"/"" = NCHW), ``DIFFXAI_COMPILE_CACHE_DIR`` (a
+        persistent compile cache folder). Read when called, never at import."""
         env = os.environ if environ is None else environ
         mode = env.get("DIFFXAI_COMPILE_MODE")
         if mode is not None and "compile_mode" not in values:
             values["compile_mode"] = None if mode in ("", "default") else mode
+        cache = env.get("DIFFXAI_COMPILE_CACHE_DIR")
+        if cache and "compile_cache_dir" not in values:
+            values["compile_cache_dir"] = cache
         cl = env.get("DIFFXAI_COMPILE_CHANNELS_LAST")
         if cl is not None and "compile_channels_last" not in values:
             values["compile_channels_last"] = cl not in ("0", "false", "False", "")

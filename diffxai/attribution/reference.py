@@ -33,12 +33,17 @@ def sample_image(stem: str, size: int, folders) -> torch.Tensor | None:
     return torch.from_numpy(a).permute(2, 0, 1) / 127.5 - 1.0
 
 
-def captum_maps(model, x, t, spec: MethodSpec, dev) -> tuple[np.ndarray, list | None]:
-    """One Captum call per map, as a user would write it. Returns maps and the draws Captum made
-    (GradientSHAP; None for methods that draw nothing)."""
+def captum_maps(model, x, t, spec: MethodSpec, dev, dtype=torch.float32,
+                perturbations_per_eval: int = 1) -> tuple[np.ndarray, list | None]:
+    """One Captum call per map, as a user would write it (each spec's own Captum reference).
+    Returns maps and the draws Captum made (GradientSHAP; None for methods that draw nothing).
+    ``dtype``: of the inputs (the model must match; float64 maps stay float64);
+    ``perturbations_per_eval``: Occlusion's windows per forward (Captum's default 1)."""
     maps, draws = [], []
     for i in range(len(x)):
-        a, draw = spec.captum(model, x[i:i + 1].to(dev), int(t[i]))
-        maps.append(a.detach().sum(1)[0].float().cpu().numpy())
+        a, draw = spec.captum(model, x[i:i + 1].to(dev, dtype), int(t[i]),
+                              perturbations_per_eval=perturbations_per_eval)
+        a = a.detach().sum(1)[0]
+        maps.append((a if dtype == torch.float64 else a.float()).cpu().numpy())
         draws.append(draw)
     return np.stack(maps), (None if all(d is None for d in draws) else draws)

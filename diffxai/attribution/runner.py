@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from ..errors import DiffxaiError
+from .compile_cache import use_compile_cache
 from .expansions import _MapState, cat_contribs
 from .incremental import cached_plan
 from .methods import MethodSpec
@@ -70,6 +71,8 @@ class _BatchRunner:
         self.total = self.N * self.E
         self.B = self._batch_size()
         self.stats["batch_size"] = self.B
+        if options.compile:
+            use_compile_cache(options.compile_cache_dir)  # before the first compile of the process
         self.net, info = prepare_model(model, options)
         self.stats.update(info)
         self.memfmt = torch.channels_last if info["channels_last"] else torch.contiguous_format
@@ -114,7 +117,8 @@ class _BatchRunner:
         base, _ = prepare_model(self.model, opt, compile=False, fold_bn=False, channels_last=icl)
         self.inc, self.inc_run = cached_plan(base, self.shape, spec.window, spec.stride, spec.baseline, self.S,
                                              channels_last=icl, max_cut=opt.incremental_max_cut,
-                                             compile=opt.compile, compile_mode=opt.incremental_compile_mode)
+                                             compile=opt.compile, compile_mode=opt.incremental_compile_mode,
+                                             tail=opt.occlusion_tail)
         if self.inc is not None:
             self._eval_for_call(base)
             self.exp.inc = self.inc

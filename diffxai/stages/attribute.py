@@ -24,7 +24,7 @@ def draw_key(seed: int, t: int, image: int = 0) -> int:
 
 @paths.files(noised=paths.NOISED, attributions=paths.ATTRIBUTIONS)
 def attribute(noised, attributions, method, settings, classes, classifier, seeds, images, target,
-              output, device, precision, batch_size, compile):
+              output, device, precision, batch_size, compile, check_error=False, occlusion_tail="model"):
     """attribution (image, seed, step, y, x) per class ({cls: noised store} -> {cls: attribution
     store}) for the first ``images`` images (None: all) and the first ``seeds`` seeds (None: all);
     one engine call per class."""
@@ -38,15 +38,15 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
     model = load_classifier(classifier, claim.device)
     spec = method_spec(method, settings)
     options = EngineOptions.from_environ(device=claim.device, precision=precision, batch_size=batch_size,
-                                         compile=compile, output=output)
+                                         compile=compile, output=output, occlusion_tail=occlusion_tail)
     for c in classes:
         _attribute_class(model, spec, options, claim, c, noised[c["slug"]], attributions[c["slug"]],
                          method=method, settings=settings, classifier=classifier, seeds=seeds, images=images,
-                         target=target, output=output, precision=precision)
+                         target=target, output=output, precision=precision, check_error=check_error)
 
 
 def _attribute_class(model, spec, options, claim, c, src, dst, *, method, settings, classifier, seeds, images,
-                     target, output, precision):
+                     target, output, precision, check_error):
     import numpy as np
     import torch
     import xarray as xr
@@ -106,5 +106,9 @@ def _attribute_class(model, spec, options, claim, c, src, dst, *, method, settin
             ref, _ = run_engine(model, x[:n], targets[:n], spec, fp32, draw_keys=keys[:n])
             err = np.linalg.norm(result[:n] - ref) / max(np.linalg.norm(ref), 1e-30)
             attrs["bf16_rel_error_vs_fp32"] = float(err)
+        if check_error:  # every variant against float64 Captum (diffxai.attribution.accuracy)
+            from ..attribution.accuracy import error_record
+
+            attrs["error_vs_float64"] = json_attr(error_record(model, x, targets, spec, options, result, n=2))
         st.set_attrs(**attrs)
     log.info("%s %s: %d maps in %.1f s -> %s", method, c["slug"], I * S * K, time.perf_counter() - t0, dst)

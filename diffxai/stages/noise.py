@@ -43,7 +43,7 @@ def noise(images, noised, classes, noise):
                                       **image_coords(entries)},
                               attrs={**first.attrs, **class_attrs(c), **versions()})
         with StreamingStore(dst, skeleton, "x", ("image", "seed", "step", "channel", "y", "x"),
-                            (I, S, K, C, H, W), (1, 1, min(K, 10), C, H, W)) as st:
+                            (I, S, K, C, H, W), (1, 1, min(K, 10), C, H, W), compressors=None) as st:
             for i in range(I):
                 ds = first if i == 0 else noise_trajectory(x0s[i], sched, ks, seeds, mode, image=i)
                 for s in range(S):

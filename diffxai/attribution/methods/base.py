@@ -49,9 +49,10 @@ class MethodSpec:
         """How one map of ``shape`` expands into model evaluations (:mod:`..expansions`)."""
         raise NotImplementedError
 
-    def captum(self, model, x: torch.Tensor, target: int) -> tuple[torch.Tensor, Any]:
+    def captum(self, model, x: torch.Tensor, target: int, perturbations_per_eval: int = 1) -> tuple[torch.Tensor, Any]:
         """The Captum reference on one map ``x`` (1, C, H, W): (attribution, the random draws
-        Captum made as ``attribute(draws=)`` takes them, or None)."""
+        Captum made as ``attribute(draws=)`` takes them, or None). ``perturbations_per_eval``:
+        evaluations per forward where the method batches them (Occlusion)."""
         raise NotImplementedError
 
 

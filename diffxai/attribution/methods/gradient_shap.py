@@ -56,7 +56,7 @@ class GradientShapSpec(MethodSpec):
     def expansion(self, shape, device) -> GradientShapExpansion:
         return GradientShapExpansion(self, shape, device)
 
-    def captum(self, model, x, target):
+    def captum(self, model, x, target, perturbations_per_eval=1):
         """Captum on zero baselines, and the draws it made (replayable with ``attribute(draws=)``)."""
         from captum.attr import GradientShap
 

@@ -45,7 +45,7 @@ class IntegratedGradientsSpec(MethodSpec):
     def expansion(self, shape, device) -> IntegratedGradientsExpansion:
         return IntegratedGradientsExpansion(self, device)
 
-    def captum(self, model, x, target):
+    def captum(self, model, x, target, perturbations_per_eval=1):
         from captum.attr import IntegratedGradients
 
         return IntegratedGradients(model, multiply_by_inputs=self.multiply_by_inputs).attribute(

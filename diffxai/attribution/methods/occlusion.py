@@ -57,11 +57,12 @@ class OcclusionSpec(MethodSpec):
     def expansion(self, shape, device) -> OcclusionExpansion:
         return OcclusionExpansion(self, shape, device)
 
-    def captum(self, model, x, target):
+    def captum(self, model, x, target, perturbations_per_eval=1):
         from captum.attr import Occlusion
 
         return Occlusion(model).attribute(x, sliding_window_shapes=tuple(self.window), strides=tuple(self.stride),
-                                          baselines=self.baseline, target=target), None
+                                          baselines=self.baseline, target=target,
+                                          perturbations_per_eval=perturbations_per_eval), None
 
 
 class OcclusionExpansion(Expansion):

@@ -34,7 +34,7 @@ class SaliencySpec(MethodSpec):
     def expansion(self, shape, device) -> SaliencyExpansion:
         return SaliencyExpansion(self)
 
-    def captum(self, model, x, target):
+    def captum(self, model, x, target, perturbations_per_eval=1):
         from captum.attr import Saliency
 
         return Saliency(model).attribute(x, target=target, abs=self.abs), None
