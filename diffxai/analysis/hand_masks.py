@@ -51,7 +51,7 @@ def find_entry(rgb: np.ndarray, source_sha256: str | None = None) -> dict | None
 
 def hand_masks(rgb: np.ndarray, source_sha256: str | None = None) -> dict[str, np.ndarray]:
     """``{name: bool (H, W)}`` hand masks of one clean (H, W, 3) image; {} when none was drawn on it."""
-    from .masks import read_mask
+    from .pixels import read_mask
 
     e = find_entry(rgb, source_sha256)
     if e is None:

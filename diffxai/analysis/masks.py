@@ -38,6 +38,7 @@ from PIL import Image
 from scipy import ndimage
 
 from ..errors import DiffxaiError
+from .pixels import edge_magnitude, grey, read_mask  # noqa: F401 - part of this module's API
 from . import hand_masks as HM
 from . import segmentation as SEG
 
@@ -50,18 +51,6 @@ DEFAULTS = {
     "detail": {"fraction": 0.25, "sigma_fine": 0.7, "sigma_coarse": 2.0, "energy_sigma": 2.0},
     "edges": {"fraction": 0.10, "edge_sigma": 2.0},
 }
-
-
-def grey(rgb: np.ndarray) -> np.ndarray:
-    """(..., H, W, 3) uint8 or float in [0, 255] -> (..., H, W) float64 luma in [0, 1]."""
-    rgb = np.asarray(rgb, dtype=np.float64)
-    return (rgb[..., 0] * 0.299 + rgb[..., 1] * 0.587 + rgb[..., 2] * 0.114) / 255.0
-
-
-def edge_magnitude(g: np.ndarray, sigma: float = 2.0) -> np.ndarray:
-    """Sobel gradient magnitude of ``g`` (H, W) after a Gaussian blur of ``sigma`` px."""
-    s = ndimage.gaussian_filter(g, sigma) if sigma > 0 else g
-    return np.hypot(ndimage.sobel(s, axis=0), ndimage.sobel(s, axis=1))
 
 
 def fine_energy(g: np.ndarray, sigma_fine: float = 0.7, sigma_coarse: float = 2.0,
@@ -177,15 +166,6 @@ def write_masks(masks: Mapping[str, np.ndarray], folder: str | os.PathLike) -> l
             Image.fromarray((mi * 255).astype(np.uint8), mode="L").save(p)
             paths.append(p)
     return paths
-
-
-def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """A PNG as a bool mask (non-zero in any channel = inside), resized (nearest) to ``shape``."""
-    im = Image.open(path)
-    if shape is not None and im.size != (shape[1], shape[0]):
-        im = im.resize((shape[1], shape[0]), Image.NEAREST)
-    a = np.asarray(im)
-    return (a.reshape(a.shape[0], a.shape[1], -1) != 0).any(-1)
 
 
 def load_masks(folder: str | os.PathLike, n_images: int, shape: tuple[int, int],

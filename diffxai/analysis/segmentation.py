@@ -80,7 +80,7 @@ def grabcut_silhouette(rgb: np.ndarray, *, border: float = 0.10, iterations: int
 
 def contour_score(rgb: np.ndarray, fg: np.ndarray) -> tuple[bool, float]:
     """(holds the image centre, mean blurred-Sobel magnitude on the contour; 0 without one)."""
-    from .masks import edge_magnitude, grey   # (masks imports this module)
+    from .pixels import edge_magnitude, grey
 
     fg = np.asarray(fg, bool)
     h, w = fg.shape
