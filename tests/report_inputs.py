@@ -37,20 +37,21 @@ def write_inputs(folder, variant: int) -> dict:
         for claim, verdicts, rule in (
                 ("outline first, details later", ("supported", "not supported"), "rule A, 40-60"),
                 ("proper classification from 40-60", ("undecided (no onset)", "undecided (no onset)"), "rule B"),
-                ("spectral trend survives the input control", ("supported", "supported"), "rule S"),
+                ("what carries the spectral_centroid trend", ("carried by the gradient", "undecided (no gradient-only "
+                 "control for this method)"), "rule S"),
                 ("low_freq_share rises", ("supported", "supported"), "rule L")):
             if variant == 1 and claim.startswith("outline"):
                 continue
             for m, v in zip(methods, verdicts):
-                rows.append({"claim": claim, "cls": cls, "synset": syn, "xai_method": m, "verdict": v, "rule": rule,
-                             "evidence": "k=1"})
+                rows.append({"claim": claim, "cls": cls, "synset": syn, "xai_method": m, "verdict": v,
+                             "scope": "image (1 image, 4 seeds)", "rule": rule, "evidence": "k=1"})
             comb = verdicts[0] if verdicts[0] == verdicts[1] else \
                 f"undecided (methods disagree: {verdicts[0]} vs {verdicts[1]})"
             rows.append({"claim": claim, "cls": cls, "synset": syn, "xai_method": "combined", "verdict": comb,
-                         "rule": rule if variant == 0 else "", "evidence": ""})
+                         "scope": "image (1 image, 4 seeds)", "rule": rule if variant == 0 else "", "evidence": ""})
     verdicts = pd.DataFrame(rows)
-    if variant == 1:  # the survives-control rule only on the combined rows
-        verdicts = verdicts[~(verdicts["claim"].str.contains("survives") & (verdicts["xai_method"] != "combined"))]
+    if variant == 1:  # no control verdicts at all
+        verdicts = verdicts[~verdicts["claim"].str.startswith("what carries")]
     paths = {k: str(folder / f"{k}.csv") for k in ("onset", "onset_images", "verdicts", "phases")}
     onset.to_csv(paths["onset"], index=False, float_format="%.4g")
     images.to_csv(paths["onset_images"], index=False, float_format="%.4g")

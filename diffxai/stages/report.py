@@ -45,6 +45,13 @@ def _num(v) -> str:
     return "–" if pd.isna(v) else f"{v:.1f}"
 
 
+def _flags(v) -> str:
+    """A flags cell: empty for none (the CSV reads an empty field back as NaN)."""
+    import pandas as pd
+
+    return "" if pd.isna(v) else f"{v}"
+
+
 def onset_context(df, pi, figures, config_summary, threshold) -> dict:
     """The onset part's values: per-class and per-image rows (formatted cells), the study's
     crossings beside them, the figures and the settings."""
@@ -57,11 +64,11 @@ def onset_context(df, pi, figures, config_summary, threshold) -> dict:
                                              "threshold_cross_lo", "threshold_cross_hi")},
                   "name": f"{r['name']}", "synset": f"{r['synset']}", "n_images": f"{r['n_images']}",
                   "n_seeds": f"{r['n_seeds']}", "study": _num(study.get(r["cls"], np.nan)),
-                  "p_clean": f"{r['p_clean']:.2f}", "flags": f"{r['flags']}"} for _, r in df.iterrows()]
+                  "p_clean": f"{r['p_clean']:.2f}", "flags": _flags(r["flags"])} for _, r in df.iterrows()]
     per_image = [{**{k: _num(r[k]) for k in ("onset", "onset_lo", "onset_hi", "threshold_cross")},
                   "cls": f"{r['cls']}", "image": f"{r['image']}", "image_file": f"{r['image_file']}",
                   "p_clean": f"{r['p_clean']:.2f}", "clean_top1": f"{r['clean_top1']:.0%}",
-                  "clean_wrong": bool(r["clean_wrong"]), "flags": f"{r['flags']}"} for _, r in pi.iterrows()]
+                  "clean_wrong": bool(r["clean_wrong"]), "flags": _flags(r["flags"])} for _, r in pi.iterrows()]
     return {"study_threshold": f"{study_threshold:g}", "threshold": f"{threshold:g}", "per_class": per_class,
             "per_image": per_image, "never": [r for r in per_image if r["clean_wrong"]],
             "figures": [{"name": Path(p).stem, "path": Path(p).as_posix()} for p in figures],
