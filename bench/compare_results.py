@@ -17,9 +17,13 @@ import pandas as pd
 
 
 def _arrays(store: Path) -> dict[str, np.ndarray]:
+    import warnings
+
     import xarray as xr
 
-    ds = xr.open_zarr(store, consolidated=False)
+    with warnings.catch_warnings():  # Snakemake's timestamp and the completion record are not Zarr nodes
+        warnings.filterwarnings("ignore", message=".*(snakemake_timestamp|diffxai-complete).*")
+        ds = xr.open_zarr(store, consolidated=False)
     if "image" in ds.dims and ds.sizes["image"] == 1:
         ds = ds.isel(image=0)
     return {name: np.asarray(ds[name].values) for name in ds.data_vars}
