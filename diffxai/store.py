@@ -72,6 +72,15 @@ def _begin(final: Path) -> Path:
 _NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
+def _abandon(tmp: Path, exc: BaseException, final: Path) -> None:
+    """Remove the unfinished ``tmp`` of ``final``; a full disk becomes one line (raised here), any
+    other error is the caller's to re-raise."""
+    _remove(tmp)
+    full = _no_space(exc, final)
+    if full is not None:
+        raise full from None
+
+
 def _no_space(exc: BaseException, final: Path) -> DiffxaiError | None:
     """A one-line error for a full disk or quota while writing ``final`` (zarr may wrap the OSError)."""
     for _ in range(16):  # the chain of causes, bounded
@@ -92,10 +101,7 @@ def atomic_path(final: str | os.PathLike):
     try:
         yield tmp
     except BaseException as exc:
-        _remove(tmp)
-        full = _no_space(exc, final)
-        if full is not None:
-            raise full from None
+        _abandon(tmp, exc, final)
         raise
     _commit(tmp, final)
 
@@ -167,10 +173,7 @@ class StreamingStore:
                 self.name, shape=self.shape, chunks=self.chunks, dtype=self.dtype,
                 fill_value=np.nan, dimension_names=self.dims, compressors=self.compressors)
         except BaseException as exc:
-            _remove(self.tmp)
-            full = _no_space(exc, self.final)
-            if full is not None:
-                raise full from None
+            _abandon(self.tmp, exc, self.final)
             raise
         self.written = np.zeros(self.shape[:-2], dtype=bool)
         return self
@@ -189,10 +192,7 @@ class StreamingStore:
 
     def __exit__(self, exc_type, exc, tb):
         if exc_type is not None:
-            _remove(self.tmp)
-            full = _no_space(exc, self.final)
-            if full is not None:
-                raise full from None
+            _abandon(self.tmp, exc, self.final)
             return False
         if not self.written.all():
             _remove(self.tmp)
@@ -200,10 +200,7 @@ class StreamingStore:
         try:
             write_record(self.tmp)  # last: a store without it was never finished
         except BaseException as exc:
-            _remove(self.tmp)
-            full = _no_space(exc, self.final)
-            if full is not None:
-                raise full from None
+            _abandon(self.tmp, exc, self.final)
             raise
         _commit(self.tmp, self.final)
         return False

@@ -90,20 +90,21 @@ def test_compiled_incremental_occlusion_with_a_persistent_cache_matches_eager(mo
 def test_attribute_stage_records_the_error_vs_float64_when_asked(tmp_path):
     import json
 
-    from diffxai import pipeline
+    from diffxai.stages import attribute as attribute_stage
+    from diffxai.stages import noise as noise_stage
     from diffxai.store import open_store
 
     from test_stages import NOISE, TIGER as TIGER_CLASS, _folder
 
     folder = _folder(tmp_path)
-    pipeline.noise([str(folder)], [str(tmp_path / "n.zarr")], [TIGER_CLASS], NOISE)
-    common = dict(noised=[str(tmp_path / "n.zarr")], method="integrated_gradients",
+    noise_stage.noise({"tiger": str(folder)}, {"tiger": str(tmp_path / "n.zarr")}, [TIGER_CLASS], NOISE)
+    common = dict(noised={"tiger": str(tmp_path / "n.zarr")}, method="integrated_gradients",
                   settings={"n_steps": 2, "method": "gausslegendre"}, classes=[TIGER_CLASS],
                   classifier="efficientnet_lite0", seeds=1, images=1, target="true_class", output="logit",
                   device="cpu", precision="fp32", batch_size=None, compile=False)
-    pipeline.attribute(attributions=[str(tmp_path / "a.zarr")], check_error=True, **common)
+    attribute_stage.attribute(attributions={"tiger": str(tmp_path / "a.zarr")}, check_error=True, **common)
     rec = json.loads(open_store(tmp_path / "a.zarr").attrs["error_vs_float64"])
     assert rec["n_maps"] == 2 and rec["variant"]["occlusion_tail"] == "model"
     assert rec["engine"]["rel_l2"] <= FACTOR * rec["captum_fp32"]["rel_l2"] + FLOOR
-    pipeline.attribute(attributions=[str(tmp_path / "b.zarr")], **common)  # off by default
+    attribute_stage.attribute(attributions={"tiger": str(tmp_path / "b.zarr")}, **common)  # off by default
     assert "error_vs_float64" not in open_store(tmp_path / "b.zarr").attrs

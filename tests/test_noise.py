@@ -110,13 +110,13 @@ def test_regenerated_x_is_bitwise_the_stored_tensor(tmp_path, mode):
     a later stage may regenerate it instead of reading the store."""
     from PIL import Image
 
-    from diffxai import pipeline
+    from diffxai.stages import noise as noise_stage
     from diffxai.store import open_store
 
     from test_stages import NOISE, TIGER, _folder
 
     folder = _folder(tmp_path)
-    pipeline.noise([str(folder)], [str(tmp_path / "n.zarr")], [TIGER], {**NOISE, "mode": mode})
+    noise_stage.noise({"tiger": str(folder)}, {"tiger": str(tmp_path / "n.zarr")}, [TIGER], {**NOISE, "mode": mode})
     ds = open_store(tmp_path / "n.zarr")
     assert ds["x"].encoding.get("compressors") in ((), None), "noise is stored uncompressed"
     for i in range(ds.sizes["image"]):

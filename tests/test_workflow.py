@@ -135,7 +135,7 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
             d = ds["deletion_auc_raw"].sel(order="attribution").values
             assert np.isfinite(d[sub]).all() and np.isnan(d[~sub]).all()
             assert ("randomization_spearman" in ds) == (m in ("integrated_gradients", "gradient_shap"))
-            assert ds["mask_pixels"].shape == (2, 2, 224, 224)
+            assert ds["mask_pixels"].shape == (6, 2, 224, 224)   # (mask, image, y, x)
             assert (r / "benchmarks" / f"analyze_{m}" / f"{s}.tsv").is_file()
             assert list(ds["fill"].values) == ["baseline", "noise"]
             assert ("enrichment_gradient_only" in ds) == (m != "occlusion")   # each gradient method's own
@@ -342,10 +342,11 @@ def test_the_same_images_by_another_path_plan_nothing_and_a_changed_one_its_clas
         im.save(copy / "n02129604_c_crop.jpg", quality=60)
     _, rules = plan()
     assert _tiger_chain() <= rules, rules
-    # the other class: only its figures that read the cross-class onset tables
+    # the other class: only what reads the cross-class onset tables (its figures, and its analyses,
+    # whose costly subset is placed around the class onsets of results/onset.csv)
     assert rules - _tiger_chain() <= {"onset", "figures_curves", "report_md", "aggregate", "all", "analysis_summary",
                                       "figures_onset_persian_cat", "figures_analysis_persian_cat"} \
-        | {f"figures_grid_{m}" for m in METHODS}, rules - _tiger_chain()
+        | {f"figures_grid_{m}" for m in METHODS} | {f"analyze_{m}_persian_cat" for m in METHODS}, rules - _tiger_chain()
 
 
 def test_a_user_mask_replans_exactly_its_class_analysis(tiny_run):
