@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 from .. import paths
 from .common import class_attrs, job_torch, versions
@@ -39,29 +40,43 @@ def attribute(noised, attributions, method, settings, classes, classifier, seeds
     spec = method_spec(method, settings)
     options = EngineOptions.from_environ(device=claim.device, precision=precision, batch_size=batch_size,
                                          compile=compile, output=output, occlusion_tail=occlusion_tail)
-    for c in classes:
-        _attribute_class(model, spec, options, claim, c, noised[c["slug"]], attributions[c["slug"]],
-                         method=method, settings=settings, classifier=classifier, seeds=seeds, images=images,
-                         target=target, output=output, precision=precision, check_error=check_error)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prefetch") as pool:
+        ahead = pool.submit(_read_class, noised[classes[0]["slug"]], seeds, images) if classes else None
+        for j, c in enumerate(classes):
+            nds, x = ahead.result()
+            if j + 1 < len(classes):  # the next class is read while this one computes
+                ahead = pool.submit(_read_class, noised[classes[j + 1]["slug"]], seeds, images)
+            _attribute_class(model, spec, options, claim, c, nds, x, attributions[c["slug"]], method=method,
+                             settings=settings, classifier=classifier, target=target, output=output,
+                             precision=precision, check_error=check_error)
 
 
-def _attribute_class(model, spec, options, claim, c, src, dst, *, method, settings, classifier, seeds, images,
-                     target, output, precision, check_error):
+def _read_class(src, seeds, images):
+    """The attributed part of a class's noised store (first ``images`` images, first ``seeds``
+    seeds; None: all) and its x as (image * seed * step, C, H, W) in memory, in C order: map i of
+    the engine is row-major index i."""
+    import torch
+
+    from ..store import open_store
+
+    nds = open_store(src)
+    S = nds.sizes["seed"] if seeds is None else min(int(seeds), nds.sizes["seed"])
+    I = nds.sizes["image"] if images is None else min(int(images), nds.sizes["image"])
+    nds = nds.isel(image=slice(0, I), seed=slice(0, S))
+    return nds, torch.from_numpy(nds["x"].values.reshape(I * S * nds.sizes["step"], *nds["x"].shape[3:]))
+
+
+def _attribute_class(model, spec, options, claim, c, nds, x, dst, *, method, settings, classifier, target,
+                     output, precision, check_error):
     import numpy as np
     import torch
     import xarray as xr
 
     from ..attribution import attribute as run_engine
     from ..classify import predict_targets
-    from ..store import RowChunkWriter, StreamingStore, json_attr, open_store
+    from ..store import RowChunkWriter, StreamingStore, json_attr
 
-    nds = open_store(src)
-    S = nds.sizes["seed"] if seeds is None else min(int(seeds), nds.sizes["seed"])
-    I = nds.sizes["image"] if images is None else min(int(images), nds.sizes["image"])
-    nds = nds.isel(image=slice(0, I), seed=slice(0, S))
-    K = nds.sizes["step"]
-    # (image, seed, step) flattened in C order: map i of the engine is row-major index i
-    x = torch.from_numpy(nds["x"].values.reshape(I * S * K, *nds["x"].shape[3:]))
+    I, S, K = (nds.sizes[d] for d in ("image", "seed", "step"))
     if target == "predicted":
         targets = predict_targets(model, x, claim.device, PREDICT_BATCH)
     else:
@@ -83,15 +98,21 @@ def _attribute_class(model, spec, options, claim, c, src, dst, *, method, settin
 
     with StreamingStore(dst, skeleton, "attribution", ("image", "seed", "step", "y", "x"),
                         (I, S, K, H, W), (1, 1, chunk, H, W)) as st:
-        writer = RowChunkWriter(st, (I, S), K, chunk)
+        writer, writes = RowChunkWriter(st, (I, S), K, chunk), []
 
-        def on_result(index, maps):
-            idx = range(index.start, index.stop) if isinstance(index, slice) else np.atleast_1d(index)
+        def add(idx, maps):
             for i, m in zip(idx, maps):
                 writer.add(int(i), m)
 
-        result, run = run_engine(model, x, targets, spec, options, draw_keys=keys, on_result=on_result,
-                                 progress=progress)
+        def on_result(index, maps):  # finished maps go to the store on another thread while the engine runs
+            idx = range(index.start, index.stop) if isinstance(index, slice) else np.atleast_1d(index)
+            writes.append(io.submit(add, list(idx), maps))
+
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="store") as io:
+            result, run = run_engine(model, x, targets, spec, options, draw_keys=keys, on_result=on_result,
+                                     progress=progress)
+            for w in writes:
+                w.result()  # a failed write fails the job here
         engine_info = {k: getattr(run, k) for k in ENGINE_PROVENANCE}
         attrs = dict(class_attrs(c), method=method, settings=json_attr(settings), classifier=classifier,
                      target_mode=target, output=output, precision=precision, **claim.provenance(),
