@@ -138,7 +138,7 @@ def test_the_tiny_dag_analyses_the_maps_and_states_verdicts(tiny_run):
             assert ds["mask_pixels"].shape == (6, 2, 224, 224)   # (mask, image, y, x)
             assert (r / "benchmarks" / f"analyze_{m}" / f"{s}.tsv").is_file()
             assert list(ds["fill"].values) == ["baseline", "noise"]
-            assert ("enrichment_gradient_only" in ds) == (m != "occlusion")   # each gradient method's own
+            assert ("enrichment_gradient_only" in ds) == (m in ("integrated_gradients", "gradient_shap"))  # IG and GS: their own
             assert np.isfinite(ds["enrichment_input_abs"].sel(part="abs").values).all()
         shared = open_store(r / "analysis" / "integrated_gradients" / f"{s}.zarr")   # the shared checks' job
         assert np.isfinite(shared["p_true_band"].values).all() and shared["crossover_frequency"].dims == ("image", "step")
