@@ -1,4 +1,4 @@
-"""Figures of the analysis stage (issue 12): metrics vs step and log-SNR with CI bands and the
+"""Figures of the analysis stage: metrics vs step and log-SNR with CI bands and the
 onset marked, the masks over the clean image, and an animated GIF across steps (Pillow).
 
 Inputs are the Datasets of :mod:`diffxai.analysis.stage` (one class, dim ``xai_method``, as
