@@ -17,20 +17,9 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from .figures import ATTR_CMAP, DPI, LOG_SNR_LABEL, STEP_LABEL, method_label
+from .analysis.metrics import PANELS
 from .registry import METHODS
 
-#: (variable, selection, title, chance line) per panel row of the metric figure
-PANELS = (
-    ("p_true", {}, "p(true class)", None),
-    ("enrichment", {"mask": "outline", "part": "abs"}, "outline enrichment |a| (1 = chance); grey: |x|", 1.0),
-    ("enrichment", {"mask": "detail", "part": "abs"}, "detail enrichment |a| (1 = chance); grey: |x|", 1.0),
-    ("spectral_centroid", {}, "centroid of |a| (cycles/px); grey: |x|; purple: noising (f*, dashed: kept)", None),
-    ("low_freq_share", {}, "low-frequency share; grey: |x|", None),
-    ("p_true_band", {}, "p(true) of low- / high-pass inputs (cut at f*)", None),
-    ("method_spearman", {}, "method agreement (Spearman, 28x28)", 0.0),
-    ("deletion_auc_raw", {"order": "attribution"}, "deletion AUC of p(true); fill: solid baseline, -. noise; "
-     ": random", None),
-)
 COLOURS = {m: f"C{i}" for i, m in enumerate(METHODS)}  # in registry order
 
 

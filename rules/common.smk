@@ -10,6 +10,7 @@ sys.path.insert(0, str(Path(workflow.basedir)))  # the diffxai package beside th
 
 from diffxai import paths
 from diffxai.config import METHODS, plan_shards, validate_config
+from diffxai.analysis.metrics import METHOD_JOB_KEYS
 from diffxai.errors import DiffxaiError
 from diffxai.gpu import gpu_count
 from diffxai.paths import figure
@@ -63,9 +64,8 @@ def tracked_masks(slugs):
 
 
 ANALYSIS = config["analysis"]
-# the analysis: keys the per-method analysis jobs read (their params carry only these)
-ANALYSIS_METHOD_KEYS = ("masks", "enrichment", "spectral", "subset", "controls", "faithfulness", "randomization",
-                        "theory")
+# the analysis: keys the per-method analysis jobs read (their params carry only these; diffxai.analysis.metrics)
+ANALYSIS_METHOD_KEYS = METHOD_JOB_KEYS
 # the method-independent costly check (p_true of band-filtered inputs): one method's jobs compute it
 SHARED_CHECKS_METHOD = (
     "integrated_gradients" if "integrated_gradients" in config["methods"] else config["methods"][0]

@@ -106,6 +106,16 @@ def test_analyze_class_layout_and_subset(tiny_class):
     assert list(ds["pair"].values) == ["integrated_gradients~occlusion"]
     assert ds["seed_spearman"].dims == ("xai_method", "image", "step")
     np.testing.assert_allclose(ds["p_true"].values, probs["p_true"].values[:1])
+    # every stored variable is a metric of analysis.metrics (or one of its controls) with the dims it
+    # declares, or a named auxiliary: nothing the stage writes goes undescribed
+    from diffxai.analysis import metrics as ME
+    for k in ds.data_vars:
+        m = ME.described(k)
+        assert m is not None or k in ME.AUXILIARY, f"{k} is not described in analysis.metrics"
+        if m is not None and k == m.name:
+            assert set(m.dims) <= set(ds[k].dims), (k, m.dims, ds[k].dims)
+    made_here = {m.name for m in ME.METRICS} - {"stripes_minus_face"}     # that one needs stripes and face masks
+    assert made_here - set(ds.data_vars) == set(), "a described metric the stage does not make"
     # the phase table reads the stage's output directly
     t = AL.phase_table(ds.sel(xai_method="integrated_gradients"), onset=25.0, variables=["enrichment"],
                        n_boot=50, before=10, around=5, after=10)

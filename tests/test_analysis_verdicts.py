@@ -173,7 +173,10 @@ def test_class_verdicts_follow_the_registry_and_the_config():
     assert [v.claim for v in strict] == ["outline first, details later", "proper classification from 40-60"]
     assert strict[0].verdict == "not supported (negligible: outline change)"   # 0.13-0.17 inside (-0.2, 0.2)
     assert V.STUDY_CLAIMS == tuple(c.name for c in V.CLAIMS)
-    assert set(V.DEFAULTS["min_effect"]) >= {c.key for c in PART_CLAIMS}
+    from diffxai.analysis.metrics import BY_NAME        # every part reads a described metric
+    assert all(p.metric.split("[")[0] in BY_NAME for c in V.CLAIMS for p in c.parts)
+    assert set(V.defaults()["min_effect"]) >= {c.key for c in PART_CLAIMS}
+    assert not hasattr(V, "DEFAULTS")    # the schema is the only source of the defaults
 
 
 def test_combine_methods_and_the_voting_methods():

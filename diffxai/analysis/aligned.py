@@ -38,7 +38,6 @@ from ..errors import DiffxaiError
 
 PHASES = ("before", "around", "after")
 CI_METHODS = ("t", "percentile")
-DEFAULTS = {"ci": "t", "n_boot": 2000, "level": 0.95, "seed": 0, "before": 10, "around": 5, "after": 10}
 
 
 def _nanmean(a, axis):

@@ -24,17 +24,13 @@ from typing import Mapping
 
 import pandas as pd
 
+from .metrics import JUDGED, THEORY_JUDGED
 from .verdicts import (GUARD_TEXT, Verdict, _ev, _row, guard, judge_part, phase_reason, row_scope,
                        trend_direction, undecided)
 
 CARRIED_BY_GRADIENT = "carried by the gradient"
 CARRIED_BY_INPUT = "carried by the input"
 BEYOND_THEORY, WITHIN_THEORY = "more than noising predicts", "no more than noising predicts"
-
-#: the metrics whose trend is judged against the controls, and the min-effect key each uses
-JUDGED = {"spectral_centroid": "spectral_centroid", "low_freq_share": "low_freq_share",
-          "enrichment[mask=outline,part=abs]": "outline_first",
-          "enrichment[mask=detail,part=abs]": "outline_first"}
 
 CARRIER_RULE = (f"for a map trend (change after - before beyond the minimum effect, either way): "
                 f"'{CARRIED_BY_GRADIENT}' if the method's gradient-only map changes beyond the minimum in the "
@@ -109,9 +105,10 @@ def theory_verdict(table: pd.DataFrame, cls: str, metric: str, d: float) -> Verd
 
 
 def control_verdicts(table: pd.DataFrame, cls: str, min_effect: Mapping[str, float]) -> list[Verdict]:
-    """The carrier verdict of every judged metric, and the theory verdict of the spectral centroid."""
+    """The carrier verdict of every judged metric (metrics.JUDGED), and the theory verdict of each metric
+    with a theory control (the spectral centroid)."""
     out = [carrier_verdict(table, cls, m, float(min_effect.get(key, 0.0))) for m, key in JUDGED.items()]
-    out.append(theory_verdict(table, cls, "spectral_centroid", float(min_effect.get("spectral_centroid", 0.0))))
+    out += [theory_verdict(table, cls, m, float(min_effect.get(m, 0.0))) for m in THEORY_JUDGED]
     return out
 
 

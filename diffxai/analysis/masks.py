@@ -43,14 +43,7 @@ from . import hand_masks as HM
 from . import segmentation as SEG
 
 COMPUTED = ("silhouette", "outline", "interior", "background", "detail", "edges")
-DEFAULTS = {
-    "names": list(COMPUTED),
-    "hand": True,
-    "silhouette": dict(SEG.GRABCUT_DEFAULTS),
-    "outline": {"width": 8.0},
-    "detail": {"fraction": 0.25, "sigma_fine": 0.7, "sigma_coarse": 2.0, "energy_sigma": 2.0},
-    "edges": {"fraction": 0.10, "edge_sigma": 2.0},
-}
+
 
 
 def fine_energy(g: np.ndarray, sigma_fine: float = 0.7, sigma_coarse: float = 2.0,
@@ -106,8 +99,11 @@ def detail_mask(rgb: np.ndarray, interior: np.ndarray, *, fraction: float = 0.25
 
 
 def merged_settings(settings: Mapping | None) -> dict:
-    """:data:`DEFAULTS` updated with the ``analysis.masks`` block (unknown keys such as ``folder`` kept)."""
-    s = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in DEFAULTS.items()}
+    """config/schema.yaml's ``analysis.masks`` defaults updated with the ``analysis.masks`` block (unknown
+    keys kept)."""
+    from ..config import schema_defaults
+
+    s = schema_defaults("analysis")["masks"]
     for k, v in (settings or {}).items():
         if isinstance(s.get(k), dict) and isinstance(v, Mapping):
             s[k].update(v)

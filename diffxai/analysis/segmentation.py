@@ -36,8 +36,6 @@ from scipy import ndimage
 
 from ..errors import DiffxaiError
 
-GRABCUT_DEFAULTS = {"method": "grabcut", "border": 0.10, "iterations": 3, "seed": 0, "restarts": 3}
-
 
 def _cv2():
     try:
@@ -92,7 +90,9 @@ def contour_score(rgb: np.ndarray, fg: np.ndarray) -> tuple[bool, float]:
 def silhouette(rgb: np.ndarray, settings: dict | None = None) -> np.ndarray:
     """The automatic silhouette with the ``analysis.masks.silhouette`` settings: the best of
     ``restarts`` GrabCut runs by :func:`contour_score` (see the module docstring)."""
-    s = {**GRABCUT_DEFAULTS, **(settings or {})}
+    from ..config import schema_defaults
+
+    s = {**schema_defaults("analysis")["masks"]["silhouette"], **(settings or {})}
     if s["method"] != "grabcut":
         raise DiffxaiError(f"analysis.masks.silhouette.method {s['method']!r} is not 'grabcut'")
     if int(s["restarts"]) < 1:

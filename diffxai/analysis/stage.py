@@ -38,18 +38,13 @@ from . import control_verdicts as CV
 from . import controls as CT
 from . import faithfulness as FA
 from . import masks as MK
+from .metrics import CONTROLS, METHOD_INDEPENDENT, SUMMARY_VARIABLES
 from . import randomization as RA
 from . import spatial as SPA
 from . import spectral as SPE
 from . import verdicts as VE
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
-
-#: variables that do not depend on the method: :func:`combine` keeps one copy (from the first method
-#: that has finite values)
-METHOD_INDEPENDENT = ("p_true", "enrichment_input_abs", "spectral_centroid_input_abs", "low_freq_share_input_abs",
-                      "crossover_frequency", "spectral_centroid_theory", "p_true_band")
-
 
 def merged_settings(settings: Mapping | None) -> dict:
     """config/schema.yaml's ``analysis`` defaults deep-updated with ``settings`` (the ``analysis:`` block)."""
@@ -412,21 +407,6 @@ def analyze_class(noised: xr.Dataset, probs: xr.Dataset | None, attributions: Ma
     ds = combine(stores, analyze_agreement(attributions, s))
     ds.attrs.update(mask_names=",".join(masks), settings=repr(s))
     return ds
-
-
-#: the control suffixes of each metric (``{metric}_{control}`` variables; see analysis.controls)
-CONTROLS = {"enrichment": ("gradient_only", "input_abs"),
-            "spectral_centroid": ("gradient_only", "input_abs", "theory"),
-            "low_freq_share": ("gradient_only", "input_abs")}
-
-SUMMARY_VARIABLES = (
-    "enrichment", "enrichment_null", "enrichment_vs_null", "stripes_minus_face",
-    "spectral_centroid", "low_freq_share",
-    *(f"{m}_{c}" for m, cs in CONTROLS.items() for c in cs), "crossover_frequency",
-    "deletion_auc", "insertion_auc", "deletion_auc_raw", "insertion_auc_raw",
-    "randomization_spearman", "randomization_ssim",
-    "method_spearman", "method_overlap", "p_true", "p_true_band",
-)
 
 
 def with_control_differences(ds: xr.Dataset) -> xr.Dataset:

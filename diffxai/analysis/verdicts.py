@@ -140,17 +140,12 @@ BY_NAME = {c.name: c for c in CLAIMS}
 #: the report's claim list, in order
 STUDY_CLAIMS = tuple(c.name for c in CLAIMS)
 
-#: analysis.verdicts defaults (config/schema.yaml carries the same, with the reasons)
-DEFAULTS: dict = {
-    "proper_window": [40, 60],
-    "claim_classes": {"faces at the rise": ["n02123394", "n02123597", "n02124075"],
-                      "stripes then face": ["n02129604"]},
-    # enrichment-vs-null ratios (1 = the null): 0.1 = a tenth of the null's enrichment
-    "min_effect": {"outline_first": 0.1, "faces_at_rise": 0.1, "stripes_then_face": 0.1,
-                   # the spectral controls' trends: cycles/px (~2 rings of a 224 px map), energy share
-                   "spectral_centroid": 0.01, "low_freq_share": 0.01},
-    "combine_methods": ["integrated_gradients", "gradient_shap", "occlusion"],
-}
+def defaults() -> dict:
+    """``analysis.verdicts`` defaults: config/schema.yaml's (with the reasons there), a fresh copy."""
+    from ..config import schema_defaults
+
+    return schema_defaults("analysis")["verdicts"]
+
 
 GUARD_TEXT = ("missing rows, NaN estimates or CIs, CIs from fewer than 2 (image, seed) units and "
               "zero-width CIs give undecided")
@@ -287,21 +282,21 @@ def judge_claim(claim: Claim, table: pd.DataFrame, cls: str, masks: set[str] | N
 
 def outline_first(table: pd.DataFrame, cls: str, part: str = "abs", min_effect: float | None = None) -> Verdict:
     """'Outline first, details later' from one class's (and method's) phase table."""
-    d = DEFAULTS["min_effect"]["outline_first"] if min_effect is None else min_effect
+    d = defaults()["min_effect"]["outline_first"] if min_effect is None else min_effect
     return judge_claim(BY_NAME["outline first, details later"], table, cls, None, part, d)
 
 
 def faces_at_rise(table: pd.DataFrame, cls: str, masks: set[str], part: str = "abs",
                   min_effect: float | None = None) -> Verdict:
     """'Faces at the rise' (cats); undecided without a face mask."""
-    d = DEFAULTS["min_effect"]["faces_at_rise"] if min_effect is None else min_effect
+    d = defaults()["min_effect"]["faces_at_rise"] if min_effect is None else min_effect
     return judge_claim(BY_NAME["faces at the rise"], table, cls, set(masks), part, d)
 
 
 def stripes_then_face(table: pd.DataFrame, cls: str, masks: set[str], part: str = "abs",
                       min_effect: float | None = None) -> Verdict:
     """'Stripes then face' (tiger); reads the row ``stripes_minus_face`` the stage adds."""
-    d = DEFAULTS["min_effect"]["stripes_then_face"] if min_effect is None else min_effect
+    d = defaults()["min_effect"]["stripes_then_face"] if min_effect is None else min_effect
     return judge_claim(BY_NAME["stripes then face"], table, cls, set(masks), part, d)
 
 
@@ -336,8 +331,9 @@ def class_verdicts(cls: str, table: pd.DataFrame, onset_row: Mapping | None, mas
                    part: str = "abs", window=(40, 60), claim_classes: Mapping | None = None,
                    min_effect: Mapping | None = None) -> list[Verdict]:
     """All verdicts that apply to one class (one method's table), in :data:`CLAIMS` order."""
-    cc = DEFAULTS["claim_classes"] if claim_classes is None else claim_classes
-    me = {**DEFAULTS["min_effect"], **(min_effect or {})}
+    dv = defaults()
+    cc = dv["claim_classes"] if claim_classes is None else claim_classes
+    me = {**dv["min_effect"], **(min_effect or {})}
     out = []
     for c in CLAIMS:
         if not applies(c, cls, cc):
@@ -409,14 +405,15 @@ def trend_direction(lo: float, hi: float, min_effect: float = 0.0) -> tuple[int,
 
 def claims_markdown() -> str:
     """The registry as a Markdown table (docs/ANALYSIS.md carries it; a test keeps them equal)."""
-    me, cc = DEFAULTS["min_effect"], DEFAULTS["claim_classes"]
+    dv = defaults()
+    me, cc = dv["min_effect"], dv["claim_classes"]
     out = ["| claim | what it says | classes | reads (phase-table row: CI) | predicted | min effect (default) "
            "| masks |",
            "|---|---|---|---|---|---|---|"]
     for c in CLAIMS:
         classes = "every class" if c.every_class else ", ".join(cc.get(c.name, []))
         if not c.parts:
-            w = DEFAULTS["proper_window"]
+            w = dv["proper_window"]
             out.append(f"| {c.name} | {c.summary} | {classes} | `results/onset.csv`: threshold_cross | CI within "
                        f"[{w[0]}, {w[1]}] | – (the window is the tolerance) | – |")
             continue

@@ -7,15 +7,10 @@ import logging
 import time
 
 from .. import paths
+from ..analysis.metrics import CATEGORY_METRICS
 from .common import class_attrs, clean_rgb, job_device, job_torch, open_all, versions
 
 log = logging.getLogger("diffxai.stages.analyze")
-
-#: metrics the per-category summary keeps (rows of the phase table)
-CATEGORY_METRICS = ("enrichment[mask=outline,part=abs]", "enrichment[mask=detail,part=abs]", "spectral_centroid",
-                    "low_freq_share", "method_spearman", "deletion_auc[fill=baseline,order=attribution]",
-                    "insertion_auc[fill=baseline,order=attribution]")
-
 
 def _in_analysis_subset(c: dict, classes) -> bool:
     """Whether class ``c`` gets the costly checks (analysis.subset.classes: synsets or slugs; None: all)."""
