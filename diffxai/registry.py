@@ -26,20 +26,28 @@ class Method:
     label: str
     #: the config's settings of the method and their defaults (read-only)
     settings: Mapping[str, Any]
+    #: its maps are x times a gradient, so it has a gradient-only control (the same method with
+    #: ``multiply_by_inputs: false``; analysis.controls). Occlusion multiplies by nothing; saliency is
+    #: the gradient itself.
+    x_factor: bool = False
 
     def __post_init__(self):
         object.__setattr__(self, "settings", MappingProxyType(dict(self.settings)))
 
 
 REGISTRY: tuple[Method, ...] = (
-    Method("integrated_gradients", "Integrated Gradients", {"n_steps": 20, "method": "gausslegendre"}),
-    Method("gradient_shap", "GradientSHAP", {"n_samples": 20, "stdevs": 0.0, "baselines": "zero", "n_baselines": 1}),
+    Method("integrated_gradients", "Integrated Gradients", {"n_steps": 20, "method": "gausslegendre"},
+           x_factor=True),
+    Method("gradient_shap", "GradientSHAP", {"n_samples": 20, "stdevs": 0.0, "baselines": "zero", "n_baselines": 1},
+           x_factor=True),
     Method("occlusion", "Occlusion", {"window": (3, 15, 15), "stride": (3, 8, 8), "baseline": 0.0}),
     Method("saliency", "Saliency", {"abs": False}),
 )
 
 #: the method names in registry order
 METHODS: tuple[str, ...] = tuple(m.name for m in REGISTRY)
+#: methods whose maps are x times a gradient (they have a gradient-only control)
+X_FACTOR_METHODS: tuple[str, ...] = tuple(m.name for m in REGISTRY if m.x_factor)
 #: figure label per method
 LABELS: Mapping[str, str] = MappingProxyType({m.name: m.label for m in REGISTRY})
 

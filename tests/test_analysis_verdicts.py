@@ -149,6 +149,12 @@ def test_what_carries_a_trend_one_unit_and_enrichment_rows():
         "undecided (map change: 1 (image, seed) unit")
     m = "enrichment[mask=outline,part=abs]"
     assert CV.carrier_verdict(_ctl(UP, UP, metric=m), "c", m, 0.01).verdict == CV.CARRIED_BY_GRADIENT
+    # a method without an x factor: its (all-NaN) gradient-only row is not read as missing evidence
+    for method in ("occlusion", "saliency"):
+        assert CV.carrier_verdict(_ctl(UP, (np.nan,) * 3, FLAT), "c", "spectral_centroid", 0.01, method).verdict \
+            == f"undecided ({method} has no x factor, so no gradient-only control)"
+    assert CV.carrier_verdict(_ctl(UP, UP, FLAT), "c", "spectral_centroid", 0.01,
+                              "gradient_shap").verdict == CV.CARRIED_BY_GRADIENT
 
 
 @pytest.mark.parametrize("own,minus_theory,expected", [

@@ -24,6 +24,7 @@ from typing import Mapping
 
 import pandas as pd
 
+from ..registry import X_FACTOR_METHODS
 from .metrics import JUDGED, THEORY_JUDGED
 from .verdicts import (GUARD_TEXT, Verdict, _ev, _row, guard, judge_part, phase_reason, row_scope,
                        trend_direction, undecided)
@@ -59,8 +60,9 @@ def _trend(table: pd.DataFrame, metric: str, d: float) -> tuple[int, str, tuple,
     return s, ("" if s else f"no trend in the map: {why}"), ev, own
 
 
-def carrier_verdict(table: pd.DataFrame, cls: str, metric: str, d: float) -> Verdict:
-    """Is ``metric``'s trend carried by the gradient or by the input?"""
+def carrier_verdict(table: pd.DataFrame, cls: str, metric: str, d: float, method: str | None = None) -> Verdict:
+    """Is ``metric``'s trend carried by the gradient or by the input? A ``method`` without an x factor
+    (registry.X_FACTOR_METHODS) has no gradient-only control, and the verdict says so."""
     claim = f"what carries the {metric} trend"
     s, why, own_ev, own = _trend(table, metric, d)
     g_name, x_name = _rows(metric, "gradient_only")[0], _rows(metric, "input_abs")[1]
@@ -71,6 +73,9 @@ def carrier_verdict(table: pd.DataFrame, cls: str, metric: str, d: float) -> Ver
     scope = row_scope([own, g, x])
     if not s:
         return Verdict(claim, cls, undecided(why), CARRIER_RULE, ev, scope)
+    if method is not None and method not in X_FACTOR_METHODS:
+        return Verdict(claim, cls, undecided(f"{method} has no x factor, so no gradient-only control"),
+                       CARRIER_RULE, ev, scope)
     why = guard([("gradient-only change", None if g is None else g_ev)])
     if why:
         return Verdict(claim, cls, undecided(why if g is not None else "no gradient-only control for this method"),
@@ -104,10 +109,11 @@ def theory_verdict(table: pd.DataFrame, cls: str, metric: str, d: float) -> Verd
     return Verdict(claim, cls, v, THEORY_RULE, ev, scope)
 
 
-def control_verdicts(table: pd.DataFrame, cls: str, min_effect: Mapping[str, float]) -> list[Verdict]:
+def control_verdicts(table: pd.DataFrame, cls: str, min_effect: Mapping[str, float],
+                     method: str | None = None) -> list[Verdict]:
     """The carrier verdict of every judged metric (metrics.JUDGED), and the theory verdict of each metric
     with a theory control (the spectral centroid)."""
-    out = [carrier_verdict(table, cls, m, float(min_effect.get(key, 0.0))) for m, key in JUDGED.items()]
+    out = [carrier_verdict(table, cls, m, float(min_effect.get(key, 0.0)), method) for m, key in JUDGED.items()]
     out += [theory_verdict(table, cls, m, float(min_effect.get(m, 0.0))) for m in THEORY_JUDGED]
     return out
 
