@@ -234,6 +234,11 @@ def test_method_filters_for_costly_checks(tiny_class):
     s["randomization"] = {"methods": None}                               # null = every method
     ds = ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, attribute_fn=occ, method="occlusion")
     assert "randomization_spearman" in ds
+    s = dict(s, randomization={"enabled": False},
+             faithfulness={"methods": ["integrated_gradients"], "fractions": [0, 1.0], "n_random": 0})
+    assert "deletion_auc" not in ST.analyze_method(noised, attrs["occlusion"], rgb, model, s, method="occlusion")
+    assert "deletion_auc" in ST.analyze_method(noised, attrs["integrated_gradients"], rgb, model, s,
+                                               method="integrated_gradients")
 
 
 def test_result_round_trips_through_a_zarr_store(tiny_class, tmp_path):

@@ -262,7 +262,7 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     gradient-only attribution) is used for the gradient methods only (Occlusion has no x factor).
     ``shared``: also compute the method-independent costly check (the band-filtered inputs' p_true);
     the workflow lets one method's job do it. ``method`` (default: the store's ``method`` attr) is
-    matched against ``randomization.methods`` (null = every method).
+    matched against ``randomization.methods`` and ``faithfulness.methods`` (null = every method).
     """
     s = merged_settings(settings)
     name = method or attributions.attrs.get("method")
@@ -293,7 +293,8 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     if model is not None and gradient_fn is not None and s["controls"]["gradient_only"] \
             and name in CT.GRADIENT_METHODS:
         data.update(CT.gradient_only_block(model, x, targets, sel, masks, s, gradient_fn))
-    if model is not None and s["faithfulness"]["enabled"]:
+    faith_methods = s["faithfulness"]["methods"]
+    if model is not None and s["faithfulness"]["enabled"] and (faith_methods is None or name in faith_methods):
         v, c = faithfulness_block(model, x, maps, targets, sel, s, alpha_bar)
         data.update(v)
         coords.update(c)
@@ -455,7 +456,7 @@ def summarize_class(ds: xr.Dataset, onset_row: Mapping | None, cls: str, setting
         vs, me = s["verdicts"], s["verdicts"]["min_effect"]
         for v in VE.class_verdicts(cls, t, onset_row, masks, window=tuple(vs["proper_window"]),
                                    claim_classes=vs["claim_classes"], min_effect=me) + \
-                CV.control_verdicts(t, cls, me):
+                CV.control_verdicts(t, cls, me, str(m)):
             verdicts.append({"xai_method": str(m), **VE.verdict_frame([v]).iloc[0].to_dict()})
     table = pd.concat(tables, ignore_index=True) if tables else pd.DataFrame()
     return table, pd.DataFrame(verdicts)

@@ -136,7 +136,9 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
                            if not is_control_claim(r["claim"])))
     ph = pd.concat(all_phases, ignore_index=True)
     vd = pd.concat(all_verdicts, ignore_index=True)
-    comb = VE.combine_methods(vd, s["verdicts"]["combine_methods"])   # per (class, claim): over the voting methods
+    voting = s["verdicts"]["combine_methods"]     # the voting methods this run attributed (the rule names them)
+    voting = None if voting is None else [m for m in voting if m in set(vd["xai_method"])]
+    comb = VE.combine_methods(vd, voting)          # per (class, claim): over the voting methods
     comb["xai_method"], comb["evidence"] = "combined", ""
     comb["synset"] = comb["cls"].map(dict(zip(vd["cls"], vd["synset"])))
     vd = pd.concat([vd, comb], ignore_index=True)
