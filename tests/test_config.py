@@ -48,6 +48,25 @@ def test_shipped_configs_are_valid():
             validate_config(merged, SCHEMA)
 
 
+def test_the_study_configs_are_not_lightened_by_the_preview():
+    """paper.yaml (and paper_cpu.yaml on top) are layered on config.yaml, as Snakemake merges them:
+    the preview's lighter checks must not leak into the study's run."""
+    from diffxai.config import merged
+    load = lambda n: yaml.safe_load((REPO / "config" / n).read_text())   # noqa: E731
+    for layers in (("paper.yaml",), ("paper.yaml", "paper_cpu.yaml")):
+        cfg = load("config.yaml")
+        for n in layers:
+            cfg = merged(cfg, load(n))
+        cfg = validate_config(cfg, SCHEMA)
+        a = cfg["analysis"]
+        assert a["randomization"]["enabled"] and a["faithfulness"]["enabled"], layers
+        assert a["faithfulness"]["methods"] is None and a["faithfulness"]["fills"] == ["baseline", "noise"], layers
+        assert a["subset"]["seeds"] is None and a["subset"]["steps_relative_to_onset"] == [-15, 0, 15], layers
+        assert cfg["noise"]["steps"] == 100 and cfg["noise"]["seeds"] == 4, layers
+        assert {"integrated_gradients", "gradient_shap", "occlusion"} <= set(cfg["methods"]), layers
+    assert merged(load("config.yaml"), load("paper.yaml"))["analysis"]["theory"]["band_subset"] == "all"
+
+
 @pytest.mark.parametrize("patch, culprit", [
     (dict(noise__seeds=0), "noise.seeds"),
     (dict(noise__seeds=-2), "noise.seeds"),
