@@ -46,18 +46,18 @@ def outcome(verdict: str) -> str:
 
 
 def claim_counts(verdicts: pd.DataFrame, method: str = "combined") -> pd.DataFrame:
-    """Per claim (in the order the table gives them): classes per outcome of ``method``'s verdict,
-    and the classes of each outcome."""
-    vd = verdicts[verdicts["xai_method"] == method]
+    """Per claim (in the order the table gives them): classes per outcome of ``method``'s verdict
+    (supported, not supported, undecided, then the control verdicts' own words), and the classes of
+    each outcome."""
+    vd = verdicts[verdicts["xai_method"] == method].assign(outcome=lambda d: d["verdict"].map(outcome))
+    words = list(OUTCOMES) + sorted(set(vd["outcome"]) - set(OUTCOMES))
     rows = []
     for claim, g in vd.groupby("claim", sort=False):
-        out = g["verdict"].map(outcome)
         row = {"claim": claim, "classes": int(g["cls"].nunique())}
-        for o in sorted(set(out), key=lambda o: (OUTCOMES.index(o) if o in OUTCOMES else len(OUTCOMES), o)):
-            row[o] = int((out == o).sum())
-            row[f"{o}: classes"] = " ".join(sorted(g.loc[out == o, "cls"]))
+        row.update({o: int((g["outcome"] == o).sum()) for o in words})
+        row.update({f"{o}: classes": " ".join(sorted(g.loc[g["outcome"] == o, "cls"])) for o in words})
         rows.append(row)
-    return pd.DataFrame(rows).fillna({o: 0 for o in OUTCOMES})
+    return pd.DataFrame(rows, columns=["claim", "classes", *words, *(f"{o}: classes" for o in words)])
 
 
 def job_seconds(results: Path) -> pd.DataFrame:
@@ -120,6 +120,7 @@ def snapshot(results, dest, command: str, configs=(), wall: float | None = None)
              f"- job-seconds (sum over {len(jobs)} jobs): {jobs['seconds'].sum():.0f} s",
              *(f"- config: `{Path(c).name}` (copied as `config-{Path(c).name}`)" for c in configs), "",
              "Files: " + ", ".join(f"`{p.name}`" for p in sorted(dest.iterdir()) if p.name != "RUN.md") + ".",
+             "The figures `report.md` links to are not committed (megabytes); the command re-makes them.",
              "`claims.csv` counts the combined verdict per claim over the classes; `verdicts.csv` has every "
              "method's, with its rule and evidence."]
     (dest / "RUN.md").write_text("\n".join(lines) + "\n")
