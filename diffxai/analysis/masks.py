@@ -45,7 +45,6 @@ from . import segmentation as SEG
 COMPUTED = ("silhouette", "outline", "interior", "background", "detail", "edges")
 
 
-
 def fine_energy(g: np.ndarray, sigma_fine: float = 0.7, sigma_coarse: float = 2.0,
                 energy_sigma: float = 2.0) -> np.ndarray:
     """Local fine-scale energy: Gaussian-averaged squared difference of Gaussians of ``g``."""
