@@ -261,3 +261,15 @@ def test_stage_enrichment_to_verdict_known_answer():
     assert v.verdict == V.SUPPORTED and v.scope == "image (1 image, 4 seeds)"
     back = V.class_verdicts("c", _moving_relevance(False), None, {"silhouette", "outline", "interior", "detail"})[0]
     assert back.verdict.startswith("not supported (opposite direction")
+
+
+def test_a_method_without_an_x_factor_does_not_vote_on_what_carries_a_trend():
+    vd = pd.DataFrame({"claim": ["what carries the spectral_centroid trend"] * 3 + ["faces at the rise"] * 2,
+                       "cls": "c", "xai_method": ["integrated_gradients", "gradient_shap", "occlusion",
+                                                  "integrated_gradients", "occlusion"],
+                       "verdict": [CV.CARRIED_BY_GRADIENT, CV.CARRIED_BY_GRADIENT,
+                                   "undecided (occlusion has no x factor, so no gradient-only control)",
+                                   V.SUPPORTED, "undecided (CI includes 0: face change)"]})
+    comb = V.combine_methods(CV.votes(vd)).set_index("claim")["verdict"]
+    assert comb["what carries the spectral_centroid trend"] == CV.CARRIED_BY_GRADIENT
+    assert comb["faces at the rise"].startswith("undecided (methods disagree")   # Occlusion votes on claims

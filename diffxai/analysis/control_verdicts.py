@@ -120,3 +120,15 @@ def control_verdicts(table: pd.DataFrame, cls: str, min_effect: Mapping[str, flo
 
 def is_control_claim(claim: str) -> bool:
     return claim.startswith("what carries the ") or claim.endswith(" trend beyond noising's prediction")
+
+
+def is_carrier_claim(claim: str) -> bool:
+    return claim.startswith("what carries the ")
+
+
+def votes(frame: pd.DataFrame) -> pd.DataFrame:
+    """The rows of a verdict table that may vote in the combined verdict: a carrier verdict of a method
+    without an x factor (it has no gradient-only control, so it says nothing about what carries a
+    trend) does not vote; every other row does."""
+    na = frame["claim"].map(is_carrier_claim) & ~frame["xai_method"].isin(X_FACTOR_METHODS)
+    return frame[~na]

@@ -112,6 +112,7 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
     import pandas as pd
 
     from ..analysis import verdicts as VE
+    from ..analysis import control_verdicts as CV
     from ..analysis.control_verdicts import is_control_claim
     from ..analysis.stage import combine, merged_settings, summarize_class
     from ..classes import class_table_df
@@ -138,7 +139,7 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
     vd = pd.concat(all_verdicts, ignore_index=True)
     voting = s["verdicts"]["combine_methods"]     # the voting methods this run attributed (the rule names them)
     voting = None if voting is None else [m for m in voting if m in set(vd["xai_method"])]
-    comb = VE.combine_methods(vd, voting)          # per (class, claim): over the voting methods
+    comb = VE.combine_methods(CV.votes(vd), voting)   # per (class, claim): over the voting methods
     comb["xai_method"], comb["evidence"] = "combined", ""
     comb["synset"] = comb["cls"].map(dict(zip(vd["cls"], vd["synset"])))
     vd = pd.concat([vd, comb], ignore_index=True)
