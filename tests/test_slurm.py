@@ -20,7 +20,7 @@ import yaml
 from conftest import REPO, SHARED, TINY, snakemake
 
 SLUGS = ["tiger", "persian_cat"]
-METHODS = ["integrated_gradients", "gradient_shap", "occlusion", "saliency"]  # config/config.yaml's
+METHODS = ["integrated_gradients", "gradient_shap", "occlusion", "saliency"]  # tests/data/tiny.yaml's
 OVERLAY = REPO / "tests" / "slurm"
 PROFILE = REPO / "profiles" / "slurm"
 TIMEOUT_S = int(os.environ.get("DIFFXAI_SLURM_TEST_TIMEOUT", "900"))
