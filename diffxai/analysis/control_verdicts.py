@@ -118,12 +118,12 @@ def control_verdicts(table: pd.DataFrame, cls: str, min_effect: Mapping[str, flo
     return out
 
 
-def is_control_claim(claim: str) -> bool:
-    return claim.startswith("what carries the ") or claim.endswith(" trend beyond noising's prediction")
-
-
 def is_carrier_claim(claim: str) -> bool:
     return claim.startswith("what carries the ")
+
+
+def is_control_claim(claim: str) -> bool:
+    return is_carrier_claim(claim) or claim.endswith(" trend beyond noising's prediction")
 
 
 def votes(frame: pd.DataFrame) -> pd.DataFrame:

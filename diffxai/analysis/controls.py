@@ -22,15 +22,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..registry import X_FACTOR_METHODS
 from . import spatial as SPA
 from . import spectral as SPE
 from . import theory as TH
 
 AttributeFn = Callable[[nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
 
-#: methods whose maps are x times a gradient (and so have a gradient-only control): the registry's
-GRADIENT_METHODS = X_FACTOR_METHODS
 UNIT = ("image", "seed", "step")
 
 

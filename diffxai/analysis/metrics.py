@@ -20,11 +20,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: which job computes a metric: the per-method analysis, the agreement between methods, or the
-#: classify stage (p_true, read from the probs store)
-JOBS = ("method", "agreement", "probs")
-
-
 @dataclass(frozen=True)
 class Panel:
     """One row of the metric figure: ``selection`` of the metric's extra dims, the row ``title``
@@ -42,14 +37,13 @@ class Panel:
 class Metric:
     name: str
     dims: tuple[str, ...] = ()                    # beyond (image, seed, step)
-    job: str = "method"                           # one of JOBS
+    job: str = "method"                           # method (analysis) | agreement | probs (classify's p_true)
     config: tuple[str, ...] = ()                  # analysis: blocks it reads
     controls: tuple[str, ...] = ()                # {name}_{control} variables beside it
     method_independent: bool = False              # the same for every method (kept once)
     summary: bool = True                          # a variable of the phase table
     panels: tuple[Panel, ...] = ()                # rows of the metric figure
     category: tuple[tuple[tuple[str, str], ...], ...] = ()   # selections the category summary keeps
-    summary_controls: bool = True                 # its controls enter the phase table too
     judged: tuple[tuple[tuple[tuple[str, str], ...], str], ...] = ()   # (selection, min_effect key) whose
     #                                               trend the control verdicts judge (analysis.control_verdicts)
 
@@ -124,7 +118,7 @@ CONTROLS = {m.name: m.controls for m in METRICS if m.controls}
 #: the phase table's variables: each summary metric followed by its controls' variables
 SUMMARY_VARIABLES = tuple(
     [m.name for m in METRICS if m.summary]
-    + [control_name(m.name, c) for m in METRICS if m.summary and m.summary_controls for c in m.controls])
+    + [control_name(m.name, c) for m in METRICS if m.summary for c in m.controls])
 
 #: variables that do not depend on the method: the stage's combine keeps one copy
 METHOD_INDEPENDENT = tuple(

@@ -39,6 +39,7 @@ from . import controls as CT
 from . import faithfulness as FA
 from . import masks as MK
 from .metrics import CONTROLS, METHOD_INDEPENDENT, SUMMARY_VARIABLES
+from ..registry import X_FACTOR_METHODS
 from . import randomization as RA
 from . import spatial as SPA
 from . import spectral as SPE
@@ -291,7 +292,7 @@ def analyze_method(noised: xr.Dataset, attributions: xr.Dataset, clean_rgb: np.n
     if s["theory"]["enabled"]:
         data.update(CT.theory_block(clean_x0(noised, images, rgb), alpha_bar, s))
     if model is not None and gradient_fn is not None and s["controls"]["gradient_only"] \
-            and name in CT.GRADIENT_METHODS:
+            and name in X_FACTOR_METHODS:
         data.update(CT.gradient_only_block(model, x, targets, sel, masks, s, gradient_fn))
     faith_methods = s["faithfulness"]["methods"]
     if model is not None and s["faithfulness"]["enabled"] and (faith_methods is None or name in faith_methods):

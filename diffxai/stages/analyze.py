@@ -40,7 +40,7 @@ def analyze(noised, attributions, images, probs, onset, analyses, method, settin
     method-independent costly check (p_true of the band-filtered inputs; the summary shares it)."""
     dev = job_device(device, log, "analysis.device")
     job_torch()
-    from ..analysis import controls as CT
+    from ..registry import X_FACTOR_METHODS
     from ..analysis.stage import engine_attribute_fn, merged_settings
     from ..attribution import EngineOptions, method_spec
     from ..models import load_classifier
@@ -50,7 +50,7 @@ def analyze(noised, attributions, images, probs, onset, analyses, method, settin
     options = EngineOptions(device=dev, output=output)
     attribute_fn = engine_attribute_fn(method_spec(method, settings), options)
     gradient_fn = (engine_attribute_fn(method_spec(method, {**settings, "multiply_by_inputs": False}), options)
-                   if method in CT.GRADIENT_METHODS else None)
+                   if method in X_FACTOR_METHODS else None)
     for c in classes:
         slug = c["slug"]
         _analyze_class(c, noised[slug], attributions[slug], images[slug], probs[slug], analyses[slug], s,
@@ -113,7 +113,6 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
 
     from ..analysis import verdicts as VE
     from ..analysis import control_verdicts as CV
-    from ..analysis.control_verdicts import is_control_claim
     from ..analysis.stage import combine, merged_settings, summarize_class
     from ..classes import class_table_df
     from ..store import atomic_path, open_store
@@ -134,7 +133,7 @@ def analysis_summary(analyses, agreements, onset, phases, verdicts, by_category,
         all_verdicts.append(vd)
         log.info("%s: %d phase rows, verdicts: %s", slug, len(ph),
                  "; ".join(f"{r['xai_method']} {r['claim']}: {r['verdict']}" for _, r in vd.iterrows()
-                           if not is_control_claim(r["claim"])))
+                           if not CV.is_control_claim(r["claim"])))
     ph = pd.concat(all_phases, ignore_index=True)
     vd = pd.concat(all_verdicts, ignore_index=True)
     voting = s["verdicts"]["combine_methods"]     # the voting methods this run attributed (the rule names them)
